@@ -1,0 +1,34 @@
+# Each target sets up what it needs: the virtual environment is created and filled from requirements.lock
+# the first time (about 2 minutes), then reused.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup run test lint bench clean-state
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+## The whole pipeline: download -> train_gan, train_vae -> render -> evaluate (skips what is up to date).
+run: $(STAMP)
+	dvc repro
+
+## The test suite (what CI runs).
+test: $(STAMP)
+	python -m pytest -q
+
+lint: $(STAMP)
+	ruff check src pipeline tests bench
+	ruff format --check src pipeline tests bench
+
+## Training-speed benchmark: samples/s, seconds per epoch, MFU, peak memory.
+bench: $(STAMP)
+	python bench/train_speed.py

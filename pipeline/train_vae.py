@@ -1,0 +1,60 @@
+"""Stage train_vae: train the VAE, log to MLflow, write model and per-epoch reconstructions of fixed test images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from genlab.config import Runtime, flatten, load_params
+from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.experiment import TrainingOutputs, train_and_track
+from genlab.runtime import setup_torch
+from genlab.tracking import Tracker
+from genlab.train import VaeTrainer, build_vae, to_uint8_images
+
+
+def main(params_path: str = "params.yaml") -> None:
+    params = load_params(params_path)
+    runtime = Runtime()
+    cfg, paths = params.vae, params.paths
+    device = setup_torch(runtime.device, runtime.threads, params.seed)
+
+    train = to_flat_float(load_split(paths.data, "train").images, device, symmetric=False)
+    test = to_flat_float(load_split(paths.data, "t10k").images, device, symmetric=False)
+    config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "vae": cfg.model_dump()}
+    model = build_vae(cfg.model_dump())
+    trainer = VaeTrainer(
+        model,
+        train,
+        test,
+        config,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        num_reconstructions=cfg.num_reconstructions,
+        seed=params.seed,
+        device=device,
+    )
+    train_and_track(
+        trainer,
+        epochs=cfg.epochs,
+        outputs=TrainingOutputs(
+            model=Path(paths.vae_model),
+            snapshots=Path(paths.vae_reconstructions),
+            history=Path(paths.vae_history),
+            summary=Path(paths.vae_summary),
+            state_dir=Path(paths.state),
+        ),
+        tracker=Tracker(runtime.tracking_uri, runtime.experiment),
+        params=flatten(config),
+        exported=nn.Sequential(model.decoder, nn.Sigmoid()),  # z [B, latent] -> pixel means [B, 784]
+        input_example=torch.zeros(4, cfg.latent_dim),
+        snapshot_extra={"originals": to_uint8_images(trainer.fixed_images, symmetric=False)},
+        checkpoint_every=runtime.checkpoint_every,
+        tags={"data.sha256": config["data_sha256"], "genlab.device": str(device)},
+    )
+
+
+if __name__ == "__main__":
+    main()

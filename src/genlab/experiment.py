@@ -1,0 +1,103 @@
+"""What a training stage does around the trainer: resumable state, MLflow logging, the DVC outputs.
+
+Kept out of pipeline/ so the GAN and VAE stages share one implementation, and out of train.py so the
+trainers stay free of I/O policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from genlab.render import grid_image
+from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
+from genlab.train import EpochResult, Trainer
+
+
+@dataclass(frozen=True)
+class TrainingOutputs:
+    model: Path  # final checkpoint (DVC out)
+    snapshots: Path  # per-epoch uint8 images for render (DVC out)
+    history: Path  # per-epoch metrics CSV (DVC plots)
+    summary: Path  # final-epoch metrics JSON (DVC metrics)
+    state_dir: Path  # resumable checkpoints: not a DVC out, so `dvc repro` does not erase them
+
+
+def config_key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def history_csv(history: list[dict[str, float]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def train_and_track(
+    trainer: Trainer,
+    *,
+    epochs: int,
+    outputs: TrainingOutputs,
+    tracker: Tracker,
+    params: dict[str, Any],
+    exported: torch.nn.Module,
+    input_example: torch.Tensor,
+    snapshot_extra: dict[str, torch.Tensor] | None = None,
+    checkpoint_every: int = 5,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
+
+    Returns the MLflow run id. `exported` is the module logged as the MLflow model (z -> image).
+    """
+    kind = trainer.kind
+    key = config_key(trainer.config)
+    state_path = outputs.state_dir / f"{kind}-{key}.pt"
+    run_file = outputs.state_dir / f"{kind}-{key}.run.json"
+    resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
+
+    all_tags = {TAG_MODEL: kind, **git_tags(), **dvc_tags(), **(tags or {})}
+    with tracker.run(run_id=resumed_run, run_name=None if resumed_run else f"{kind}", tags=all_tags) as run_id:
+        atomic_write_json(run_file, {"run_id": run_id})
+        if resumed_run is None:
+            tracker.log_params(params)
+
+        def on_epoch(r: EpochResult) -> None:
+            tracker.log_metrics({k: v for k, v in r.metrics.items() if k != "epoch"}, step=r.epoch, prefix="train/")
+            tracker.log_metrics({"epoch_seconds": r.seconds}, step=r.epoch, prefix="time/")
+            tracker.log_image(grid_image(r.snapshot, nrow=8, scale=2), key=f"{kind}/snapshot", step=r.epoch)
+
+        trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every, on_epoch=on_epoch)
+
+        # DVC outputs: deterministic content only (no run ids, times or absolute paths).
+        atomic_torch_save(outputs.model, trainer.state_dict())
+        snapshots = {
+            "epochs": [int(m["epoch"]) for m in trainer.history.metrics],
+            "images": torch.stack(trainer.history.snapshots),
+            **(snapshot_extra or {}),
+        }
+        atomic_torch_save(outputs.snapshots, snapshots)
+        atomic_write_text(outputs.history, history_csv(trainer.history.metrics))
+        atomic_write_json(outputs.summary, trainer.history.metrics[-1])
+
+        tracker.set_tags({TAG_CHECKPOINT: file_sha256(outputs.model)})
+        tracker.log_artifact(outputs.history, artifact_path="history")
+        exported.eval()
+        tracker.log_model(exported.cpu(), name=f"{kind}_sampler", input_example=input_example.cpu().numpy())
+
+    # The run finished: its resumable state has served its purpose. Removing it makes `dvc repro --force`
+    # train from scratch rather than "resume" a finished run.
+    state_path.unlink(missing_ok=True)
+    run_file.unlink(missing_ok=True)
+    return run_id

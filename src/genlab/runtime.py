@@ -1,0 +1,29 @@
+"""Process-wide torch settings: device, threads, determinism, seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def setup_torch(device: str, threads: int, seed: int) -> torch.device:
+    """Pick the device, fix the thread count and seed every generator. Call once, before building models."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError("GENLAB_DEVICE=cuda but no CUDA device is visible; unset it to train on the CPU")
+        # Deterministic cuBLAS needs a fixed workspace, set before the first cuBLAS call.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    # On a small machine, one thread per *available* core; oversubscription thrashes (see bench/).
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.device(device)

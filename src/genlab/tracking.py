@@ -1,0 +1,159 @@
+"""MLflow tracking. The only module in genlab that imports mlflow.
+
+Layout: SQLite backend `<repo root>/mlflow.db`, artifacts under `<repo root>/mlruns/`, both absolute, so
+`mlflow ui` in the repo root shows every run, also those of `dvc exp run --temp/--queue`, which run stages
+in a temporary copy but set DVC_ROOT to the original repository.
+
+Nothing here writes into DVC-tracked files: run IDs stay in MLflow. Later stages find a model's run by the
+SHA-256 of its checkpoint, stored as the tag `genlab.checkpoint_sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+EXPERIMENT_DEFAULT = "genlab"
+TAG_MODEL = "genlab.model"
+TAG_CHECKPOINT = "genlab.checkpoint_sha256"
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def repo_root() -> Path:
+    """The original repository: DVC_ROOT under `dvc repro` / `dvc exp run`, else the git top level, else cwd."""
+    if os.environ.get("DVC_ROOT"):
+        return Path(os.environ["DVC_ROOT"]).resolve()
+    try:
+        top = subprocess.run(
+            ["git", "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        return Path(top).resolve()
+    except (OSError, subprocess.CalledProcessError):
+        return Path.cwd().resolve()
+
+
+def default_tracking_uri(root: Path) -> str:
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def git_tags(cwd: Path | None = None) -> dict[str, str]:
+    """git.commit and git.dirty of the working copy the stage runs in (the temporary copy under dvc exp)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return {"git.commit": "unknown", "git.dirty": "unknown"}
+    return {"git.commit": commit, "git.dirty": str(dirty).lower()}
+
+
+def dvc_tags() -> dict[str, str]:
+    tags = {}
+    for var, tag in (
+        ("DVC_EXP_NAME", "dvc.exp_name"),
+        ("DVC_EXP_BASELINE_REV", "dvc.exp_baseline_rev"),
+        ("DVC_STAGE", "dvc.stage"),
+    ):
+        if os.environ.get(var):
+            tags[tag] = os.environ[var]
+    return tags
+
+
+class Tracker:
+    """A thin wrapper over one MLflow experiment. Construct once per stage."""
+
+    def __init__(self, tracking_uri: str | None = None, experiment: str = EXPERIMENT_DEFAULT, root: Path | None = None):
+        import mlflow
+
+        self._mlflow = mlflow
+        self.root = (root or repo_root()).resolve()
+        self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is None:
+            artifacts = (self.root / "mlruns" / experiment).resolve()
+            artifacts.mkdir(parents=True, exist_ok=True)
+            try:
+                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+            except mlflow.exceptions.MlflowException as e:  # another stage created it meanwhile
+                if mlflow.get_experiment_by_name(experiment) is None:
+                    raise RuntimeError(f"could not create MLflow experiment {experiment!r}: {e}") from e
+        self.experiment = mlflow.set_experiment(experiment)
+
+    @contextmanager
+    def run(
+        self, run_id: str | None = None, run_name: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> Iterator[str]:
+        """Start (or resume, with run_id) a run; yields its id. Ends it as FAILED if the body raises."""
+        with self._mlflow.start_run(
+            run_id=run_id, run_name=run_name, experiment_id=self.experiment.experiment_id, tags=dict(tags or {})
+        ) as r:
+            yield r.info.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        # MLflow params are strings of at most 6000 chars; lists are shown as their repr.
+        self._mlflow.log_params(
+            {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in params.items()}
+        )
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
+        self._mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """A per-step image: the UI shows it with a step slider."""
+        self._mlflow.log_image(image, key=key, step=step)
+
+    def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
+        self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._mlflow.set_tags(dict(tags))
+
+    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
+        import mlflow.pytorch
+
+        mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+
+    def find_run(self, model: str, checkpoint_sha256: str) -> str | None:
+        """The newest run whose checkpoint has this hash, or None."""
+        runs = self._mlflow.search_runs(
+            experiment_ids=[self.experiment.experiment_id],
+            filter_string=f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_CHECKPOINT}` = '{checkpoint_sha256}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+            output_format="list",
+        )
+        return runs[0].info.run_id if runs else None
+
+    @contextmanager
+    def model_run(self, model: str, checkpoint_path: str | os.PathLike[str]) -> Iterator[bool]:
+        """Re-open the run that trained this checkpoint (found by its hash); yields False, after saying so, if
+        no run has it (e.g. mlflow.db was deleted but DVC outputs were restored from the cache)."""
+        run_id = self.find_run(model, file_sha256(Path(checkpoint_path)))
+        if run_id is None:
+            print(f"tracking: no MLflow run in {self.tracking_uri} trained {checkpoint_path}; not logging to MLflow")
+            yield False
+            return
+        with self.run(run_id=run_id):
+            yield True
+
+    def runs_frame(self):
+        """All runs of the experiment as a pandas DataFrame (params.*, metrics.*, tags.* columns)."""
+        return self._mlflow.search_runs(experiment_ids=[self.experiment.experiment_id])
