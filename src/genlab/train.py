@@ -4,9 +4,9 @@ Data path: the whole training set sits as one float tensor on the training devic
 index_select of a slice of a random permutation. No DataLoader, no per-sample Python, no worker processes.
 Metrics are summed on the device and read once per epoch, so a GPU never waits on the host inside an epoch.
 
-Determinism: every random draw comes from the trainer's own torch.Generator (batches, noise) or from the
-global generator (dropout), and both states go into each checkpoint, so a resumed run continues the exact
-random stream of an uninterrupted one.
+Determinism: every random draw of training (batch order, noise, dropout masks, the VAE's epsilon) comes from
+the trainer's own torch.Generator, whose state goes into each checkpoint, so a resumed run continues the exact
+random stream of an uninterrupted one and nothing depends on what else the process did with torch's global RNG.
 """
 
 from __future__ import annotations
@@ -188,6 +188,7 @@ class GanTrainer(Trainer):
     ):
         super().__init__(model, config, seed=seed, device=device)
         self.gan = model
+        model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
         self.data = train_images  # float [N, 784] in [-1, 1], on device
         self.batch_size = batch_size
         self.opt_g = adam(model.generator.parameters(), lr=lr, betas=betas, device=device)

@@ -22,11 +22,13 @@ class Dropout(nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
+        # The trainer points this at its own generator, so that one RNG state describes the whole run.
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, device=x.device, dtype=x.dtype) >= self.p
+        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
         return x * keep * (1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
@@ -94,6 +96,12 @@ class GAN(nn.Module):
         self.real_label = real_label
         self.generator = Generator(latent_dim, generator_hidden, image_dim, leaky_slope)
         self.discriminator = Discriminator(discriminator_hidden, image_dim, leaky_slope, dropout)
+
+    def use_generator(self, generator: torch.Generator | None) -> None:
+        """Draw dropout masks from `generator` instead of torch's global one."""
+        for m in self.modules():
+            if isinstance(m, Dropout):
+                m.generator = generator
 
     def sample_noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.parameters()).device

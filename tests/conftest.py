@@ -1,0 +1,101 @@
+"""Shared fixtures: tiny IDX datasets made here, a temporary MLflow database, a scratch project copy."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from genlab.data import IDX_FILES, write_idx
+
+REPO = Path(__file__).resolve().parents[1]
+MNIST_MIRROR = (REPO.parent / "shared" / "datasets" / "mnist").resolve()
+
+
+def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 [n, 28, 28] images with labels 0-9: class k is a bright bar at a class-specific place, plus noise.
+    Easy enough that a few epochs of either model visibly learn it."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, size=n).astype(np.uint8)
+    images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        row = 3 + 2 * int(k)
+        images[i, row : row + 3, 4:24] = 230
+        images[i, 4:24, row : row + 2] = 180
+    return images, labels
+
+
+def make_idx_files(directory: Path, n_train: int = 300, n_test: int = 100, gz: bool = True) -> dict[str, str]:
+    """Write the four IDX files (gzip-compressed when gz) and return their decompressed SHA-256s."""
+    directory.mkdir(parents=True, exist_ok=True)
+    train_x, train_y = synthetic_digits(n_train, seed=1)
+    test_x, test_y = synthetic_digits(n_test, seed=2)
+    contents = dict(zip(IDX_FILES, (write_idx(train_x), write_idx(train_y), write_idx(test_x), write_idx(test_y))))
+    for name, data in contents.items():
+        if gz:
+            (directory / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
+        else:
+            (directory / name).write_bytes(data)
+    return {name: hashlib.sha256(data).hexdigest() for name, data in contents.items()}
+
+
+@pytest.fixture
+def tiny_mirror(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    mirror = tmp_path / "mirror"
+    return mirror, make_idx_files(mirror)
+
+
+def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
+    """params.yaml for a fast run on the tiny custom dataset."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["data"] = {"dataset": "custom", "custom_sha256": sha256}
+    params["gan"].update(
+        epochs=epochs,
+        batch_size=50,
+        generator_hidden=[32, 64],
+        discriminator_hidden=[64, 32],
+        latent_dim=16,
+        num_fixed_samples=16,
+    )
+    params["vae"].update(epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8)
+    params["render"].update(epochs=list(range(1, epochs + 1)), scale=2)
+    params["evaluate"].update(batch_size=50)
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        params[section][key] = value
+    return params
+
+
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pipeline", "src", ".dvcignore", ".gitignore")
+
+
+def make_project(dest: Path, params: dict | None = None) -> Path:
+    """A scratch copy of the repository (code, dvc.yaml, DVC and git initialised) to run stages in."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in PROJECT_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dest / name)
+    (dest / ".dvc").mkdir()
+    shutil.copy2(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    if params is not None:
+        (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git = ["git", "-c", "user.name=genlab-test", "-c", "user.email=test@genlab.invalid"]
+    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "scratch"], cwd=dest, check=True)
+    return dest
+
+
+def bin_path(name: str) -> str:
+    """An executable of this environment (dvc, mlflow), next to the running interpreter."""
+    return str(Path(sys.executable).parent / name)

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import math
+
+import torch
+
+from genlab.models.vae import VAE
+
+
+def test_shapes():
+    vae = VAE(hidden=[32, 16], latent_dim=4)
+    x = torch.rand(5, 784)
+    mu, logvar = vae.encode(x)
+    assert mu.shape == logvar.shape == (5, 4)
+    assert vae.decode(vae.reparameterize(mu, logvar)).shape == (5, 784)
+    assert [m.out_features for m in vae.modules() if isinstance(m, torch.nn.Linear)] == [32, 16, 8, 16, 32, 784]
+
+
+def test_reparameterize_is_mu_plus_sigma_eps():
+    mu, logvar = torch.full((20000, 1), 2.0), torch.full((20000, 1), math.log(9.0))
+    z = VAE.reparameterize(mu, logvar, torch.Generator().manual_seed(0))
+    assert abs(z.mean().item() - 2.0) < 0.1 and abs(z.std().item() - 3.0) < 0.1
+    mu.requires_grad_(True)
+    VAE.reparameterize(mu, logvar).sum().backward()
+    assert torch.equal(mu.grad, torch.ones_like(mu))
+
+
+def test_kl_is_zero_at_the_prior():
+    vae = VAE(hidden=[8], latent_dim=2)
+    torch.nn.init.zeros_(vae.to_moments.weight)
+    torch.nn.init.zeros_(vae.to_moments.bias)
+    out = vae.loss(torch.rand(3, 784))
+    assert out.kl.abs().item() < 1e-6
+    assert torch.isclose(out.loss, out.reconstruction + out.kl)
+
+
+def test_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    x = (torch.rand(1, 784) > 0.7).float().repeat(64, 1)
+    vae = VAE(hidden=[64], latent_dim=4)
+    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(40):
+        out = vae.loss(x)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < 0.5 * losses[0]
