@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,28 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def canonical(obj: Any) -> Any:
+    """A copy of obj whose pickle depends only on its content.
+
+    Pickle memoises objects by identity, so the same content reached by different code paths (a fresh run vs.
+    one resumed from a checkpoint, where strings come from the loaded file) pickles to different bytes. Here
+    every container and tensor is rebuilt and every string interned, so equal content gives equal bytes.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone(memory_format=torch.contiguous_format)
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(canonical(v) for v in obj)
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    return obj
+
+
 def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
+    """torch.save, byte-for-byte reproducible (see canonical) and atomic."""
     buf = io.BytesIO()
-    torch.save(obj, buf)
+    torch.save(canonical(obj), buf)
     atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,168 @@
+"""End to end: the real `dvc repro` on a tiny profile in a scratch copy of the repository, and the
+kill -9 / resume guarantee of the training stages."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, tiny_params
+
+pytestmark = pytest.mark.slow
+
+
+def stage_env(mirror: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_"))}
+    env.update(
+        GENLAB_DATA_MIRROR=str(mirror),
+        GENLAB_OFFLINE="1",
+        GENLAB_THREADS="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+    )
+    return env
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{cmd} failed:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def mlflow_runs(project: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    exp = mlflow.get_experiment_by_name("genlab")
+    assert exp is not None, "no genlab experiment in the project's mlflow.db"
+    return exp, mlflow.search_runs(experiment_ids=[exp.experiment_id])
+
+
+def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
+    mirror, sha = tiny_mirror
+    project = make_project(tmp_path / "project", tiny_params(sha, epochs=2))
+    env = stage_env(mirror)
+    dvc = bin_path("dvc")
+    run([dvc, "repro"], project, env)
+
+    p = yaml.safe_load((project / "params.yaml").read_text())["paths"]
+    for key in (
+        "gan_model",
+        "gan_samples",
+        "gan_history",
+        "gan_summary",
+        "vae_model",
+        "vae_reconstructions",
+        "vae_history",
+        "vae_summary",
+        "evaluation",
+    ):
+        assert (project / p[key]).stat().st_size > 0, key
+    figures = sorted(f.name for f in (project / p["figures"]).iterdir())
+    assert figures == [f"{m}_{s}.png" for m in ("gan", "vae") for s in ("epoch_001", "epoch_002", "progression")]
+
+    # dvc metrics show reads the evaluation and the final training metrics.
+    shown = json.loads(run([dvc, "metrics", "show", "--json"], project, env).stdout)
+    (workspace,) = shown.values()  # keyed "" (the workspace) by DVC 3.67
+    files = workspace["data"]
+    evaluation = files[p["evaluation"]]["data"]
+    assert 0 <= evaluation["gan"]["discriminator_accuracy"] <= 1
+    assert evaluation["vae"]["mse_per_pixel"] > 0 and evaluation["vae"]["test_loss"] > 0
+    assert files[p["gan_summary"]]["data"]["epoch"] == 2
+    # The plots resolve (CSV histories with x = epoch, figure images).
+    run([dvc, "plots", "show", "--json"], project, env)
+
+    # Both runs are in the repo's own mlflow.db, with metrics, images, figures, the model and the tags.
+    exp, runs = mlflow_runs(project)
+    assert sorted(runs["tags.genlab.model"]) == ["gan", "vae"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    client = MlflowClient()
+    for _, r in runs.iterrows():
+        kind = r["tags.genlab.model"]
+        assert r["tags.git.commit"] == head and r["tags.git.dirty"] == "false"
+        assert r["tags.data.sha256"] and r["tags.genlab.checkpoint_sha256"] == sha256(project / p[f"{kind}_model"])
+        assert [
+            m.step
+            for m in client.get_metric_history(r.run_id, "train/loss")
+            or client.get_metric_history(r.run_id, "train/loss_d")
+        ] == [1, 2]
+        assert any(k.startswith("metrics.eval/") and r[k] == r[k] for k in runs.columns)
+        artifacts = {a.path for a in client.list_artifacts(r.run_id)}
+        assert {"figures", "history", "images"} <= artifacts, artifacts
+        assert r["status"] == "FINISHED"
+    models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
+    assert sorted(m.name for m in models) == ["gan_sampler", "vae_sampler"]
+    # No run ids, timestamps or absolute paths leak into DVC-tracked files.
+    for tracked in (p["gan_summary"], p["evaluation"], p["gan_history"], "dvc.lock"):
+        text = (project / tracked).read_text()
+        assert str(tmp_path) not in text and not any(rid in text for rid in runs["run_id"])
+
+    # Up to date, and changing only the render section re-runs only render.
+    assert "up to date" in run([dvc, "status"], project, env).stdout
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["render"]["scale"] = 3
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([dvc, "repro"], project, env).stdout
+    assert "Running stage 'render'" in out
+    assert "Running stage 'train_gan'" not in out and "Running stage 'evaluate'" not in out
+
+
+def test_killed_training_resumes_bit_identical(tmp_path):
+    mirror = tmp_path / "mirror"
+    sha = make_idx_files(mirror, n_train=3000, n_test=100)
+    params = tiny_params(sha, epochs=6)
+    env = {**stage_env(mirror), "GENLAB_CHECKPOINT_EVERY": "1", "PYTHONPATH": "src"}
+    train = [sys.executable, "pipeline/train_gan.py"]
+
+    straight = make_project(tmp_path / "straight", params)
+    run([sys.executable, "pipeline/download.py"], straight, env)
+    run(train, straight, env)
+
+    killed = make_project(tmp_path / "killed", params)
+    run([sys.executable, "pipeline/download.py"], killed, env)
+    proc = subprocess.Popen(train, cwd=killed, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state_dir = killed / ".genlab" / "state"
+    deadline = time.monotonic() + 120
+    while not list(state_dir.glob("gan-*.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    model = yaml.safe_load((killed / "params.yaml").read_text())["paths"]["gan_model"]
+    assert not (killed / model).exists(), "the run finished before it was killed; the test proves nothing"
+
+    resumed = run(train, killed, env)
+    assert "resumed from" in resumed.stdout
+    for key in ("gan_model", "gan_samples", "gan_history", "gan_summary"):
+        path = params["paths"][key]
+        assert sha256(straight / path) == sha256(killed / path), key
+    assert not list(state_dir.glob("gan-*")), "finished runs leave no resumable state behind"
+    _, runs = mlflow_runs(killed)
+    assert len(runs) == 1 and runs.loc[0, "status"] == "FINISHED"  # the resumed run continued the same MLflow run
+
+
+@pytest.mark.skipif(not MNIST_MIRROR.exists(), reason="local MNIST mirror not present")
+def test_short_run_on_real_mnist(tmp_path):
+    params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
+    params["gan"]["epochs"] = params["vae"]["epochs"] = 1
+    params["render"]["epochs"] = [1]
+    project = make_project(tmp_path / "project", params)
+    env = {**stage_env(MNIST_MIRROR), "GENLAB_THREADS": "0"}
+    run([bin_path("dvc"), "repro"], project, env)
+    evaluation = json.loads((project / params["paths"]["evaluation"]).read_text())
+    assert evaluation["vae"]["num_images"] == 10000
+    # One epoch on real MNIST already gets the VAE well below the ~540 nats of an untrained model.
+    assert evaluation["vae"]["test_loss"] < 200
+    assert 0.5 <= evaluation["gan"]["discriminator_accuracy"] <= 1
