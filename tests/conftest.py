@@ -37,7 +37,9 @@ def make_idx_files(directory: Path, n_train: int = 300, n_test: int = 100, gz: b
     directory.mkdir(parents=True, exist_ok=True)
     train_x, train_y = synthetic_digits(n_train, seed=1)
     test_x, test_y = synthetic_digits(n_test, seed=2)
-    contents = dict(zip(IDX_FILES, (write_idx(train_x), write_idx(train_y), write_idx(test_x), write_idx(test_y))))
+    contents = dict(
+        zip(IDX_FILES, (write_idx(train_x), write_idx(train_y), write_idx(test_x), write_idx(test_y)), strict=True)
+    )
     for name, data in contents.items():
         if gz:
             (directory / f"{name}.gz").write_bytes(gzip.compress(data, mtime=0))
