@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
+
+# isort: split
+
 from genlab.config import Runtime, load_params
 from genlab.data import load_split, to_flat_float
 from genlab.evaluate import discriminator_accuracy, vae_reconstruction

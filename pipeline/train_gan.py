@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
+
+# isort: split
+
 from pathlib import Path
 
 from genlab.config import Runtime, flatten, load_params

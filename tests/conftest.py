@@ -88,7 +88,8 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
         else:
             shutil.copy2(src, dest / name)
     (dest / ".dvc").mkdir()
-    shutil.copy2(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    for name in ("config", ".gitignore"):
+        shutil.copy2(REPO / ".dvc" / name, dest / ".dvc" / name)
     if params is not None:
         (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     git = ["git", "-c", "user.name=genlab-test", "-c", "user.email=test@genlab.invalid"]
