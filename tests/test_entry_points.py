@@ -17,10 +17,14 @@ ENTRY_POINTS = sorted((REPO / "pipeline").glob("*.py")) + [REPO / "bench" / "tra
 
 @pytest.mark.parametrize("path", ENTRY_POINTS, ids=lambda p: p.name)
 def test_genlab_is_imported_before_anything_that_loads_torch(path: Path):
-    imports = [n for n in ast.parse(path.read_text()).body if isinstance(n, ast.Import | ast.ImportFrom)]
-    imports = [n for n in imports if not (isinstance(n, ast.ImportFrom) and n.module == "__future__")]
-    first = imports[0]
-    assert isinstance(first, ast.Import) and first.names[0].name == "genlab", f"{path.name}: import genlab first"
+    modules = []
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            modules += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            modules.append(node.module)
+    third_party = [m for m in modules if m.split(".")[0] not in sys.stdlib_module_names and m != "__future__"]
+    assert third_party[0] == "genlab", f"{path.name}: import genlab before {third_party[0]}"
 
 
 def test_importing_genlab_sets_a_passive_wait_policy_unless_the_user_chose():
