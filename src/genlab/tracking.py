@@ -10,6 +10,7 @@ SHA-256 of its checkpoint, stored as the tag `genlab.checkpoint_sha256`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import subprocess
@@ -47,7 +48,26 @@ def repo_root() -> Path:
 
 
 def default_tracking_uri(root: Path) -> str:
-    return f"sqlite:///{root / 'mlflow.db'}"
+    # timeout: how long a writer waits for SQLite's lock before "database is locked". Python's default of 5 s
+    # is too short when several DVC experiments (`dvc queue start -j N`) log to one database.
+    return f"sqlite:///{root / 'mlflow.db'}?timeout=60"
+
+
+@contextmanager
+def _sqlite_init_lock(tracking_uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store: creating a fresh database runs schema migrations, and two
+    processes migrating at once can fail. A no-op for other backends."""
+    if not tracking_uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(tracking_uri.removeprefix("sqlite:///").split("?", 1)[0])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def git_tags(cwd: Path | None = None) -> dict[str, str]:
@@ -86,16 +106,12 @@ class Tracker:
         self.root = (root or repo_root()).resolve()
         self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
         mlflow.set_tracking_uri(self.tracking_uri)
-        exp = mlflow.get_experiment_by_name(experiment)
-        if exp is None:
-            artifacts = (self.root / "mlruns" / experiment).resolve()
-            artifacts.mkdir(parents=True, exist_ok=True)
-            try:
+        with _sqlite_init_lock(self.tracking_uri):
+            if mlflow.get_experiment_by_name(experiment) is None:
+                artifacts = (self.root / "mlruns" / experiment).resolve()
+                artifacts.mkdir(parents=True, exist_ok=True)
                 mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
-            except mlflow.exceptions.MlflowException as e:  # another stage created it meanwhile
-                if mlflow.get_experiment_by_name(experiment) is None:
-                    raise RuntimeError(f"could not create MLflow experiment {experiment!r}: {e}") from e
-        self.experiment = mlflow.set_experiment(experiment)
+            self.experiment = mlflow.set_experiment(experiment)
 
     @contextmanager
     def run(
