@@ -143,9 +143,17 @@ class Tracker:
         self._mlflow.set_tags(dict(tags))
 
     def log_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
-        import mlflow.pytorch
+        """Log a torch module as an MLflow model (pt2 serialisation, which needs the input example).
 
-        mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+        The requirements are given, not inferred: inference imports the model in a subprocess, ~9 s per call.
+        """
+        import mlflow.pytorch
+        import torch
+
+        torch_version = torch.__version__.split("+")[0]
+        mlflow.pytorch.log_model(
+            model, name=name, input_example=input_example, pip_requirements=[f"torch=={torch_version}"]
+        )
 
     def find_run(self, model: str, checkpoint_sha256: str) -> str | None:
         """The newest run whose checkpoint has this hash, or None."""
