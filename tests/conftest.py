@@ -75,7 +75,7 @@ def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
     return params
 
 
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "pipeline", "src", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "pipeline", "src", "scripts", ".dvcignore", ".gitignore")
 
 
 def make_project(dest: Path, params: dict | None = None) -> Path:
