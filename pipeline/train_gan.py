@@ -35,6 +35,8 @@ def main(params_path: str = "params.yaml") -> None:
         num_fixed_samples=cfg.num_fixed_samples,
         seed=params.seed,
         device=device,
+        precision=cfg.precision,
+        compile_mode=cfg.compile,
     )
     train_and_track(
         trainer,

@@ -39,6 +39,8 @@ def main(params_path: str = "params.yaml") -> None:
         num_reconstructions=cfg.num_reconstructions,
         seed=params.seed,
         device=device,
+        precision=cfg.precision,
+        compile_mode=cfg.compile,
     )
     train_and_track(
         trainer,

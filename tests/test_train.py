@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 
 from genlab.config import GanConfig, VaeConfig
@@ -126,3 +129,23 @@ def test_resume_refuses_a_different_config(tmp_path):
 
     with pytest.raises(ValueError, match="different configuration"):
         other.fit(2, state_path=tmp_path / "c.pt", log=quiet)
+
+
+def test_bf16_autocast_trains_and_changes_the_numbers():
+    fp32, bf16 = gan_trainer(), gan_trainer()
+    bf16.precision = "bf16"
+    fp32.fit(1, log=quiet)
+    bf16.fit(1, log=quiet)
+    assert all(math.isfinite(v) for v in bf16.history.metrics[0].values())
+    assert bf16.history.metrics[0]["loss_d"] != fp32.history.metrics[0]["loss_d"]
+
+
+@pytest.mark.slow
+def test_compiled_networks_keep_their_state_dict_keys():
+    torch.manual_seed(0)
+    plain = build_vae(VAE_CFG)
+    t = VaeTrainer(build_vae(VAE_CFG), images(100, 1, False), images(20, 2, False), {"vae": VAE_CFG}, batch_size=50,
+                   lr=1e-3, num_reconstructions=4, seed=0, device=CPU, compile_mode="default")  # fmt: skip
+    t.fit(1, log=quiet)
+    assert t.model.state_dict().keys() == plain.state_dict().keys()
+    assert math.isfinite(t.history.metrics[0]["test_loss"])

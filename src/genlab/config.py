@@ -25,6 +25,10 @@ PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 Probability = Annotated[float, Field(ge=0, lt=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# fp32 is deterministic; bf16 autocasts forward passes (faster on GPUs, different numbers).
+Precision = Literal["fp32", "bf16"]
+# torch.compile mode for the networks; "reduce-overhead" adds CUDA graphs on a GPU.
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
 
 
 class Section(BaseModel):
@@ -85,6 +89,8 @@ class GanConfig(Section):
     # Target for real images in the discriminator loss; < 1 is one-sided label smoothing (Salimans et al. 2016).
     real_label: Annotated[float, Field(gt=0.5, le=1)] = 1.0
     num_fixed_samples: PositiveInt = 64
+    precision: Precision = "fp32"
+    compile: CompileMode = "off"
 
 
 class VaeConfig(Section):
@@ -94,6 +100,8 @@ class VaeConfig(Section):
     latent_dim: PositiveInt = 20
     lr: PositiveFloat = 1e-3
     num_reconstructions: PositiveInt = 32
+    precision: Precision = "fp32"
+    compile: CompileMode = "off"
 
 
 class RenderConfig(Section):

@@ -78,14 +78,36 @@ class History:
 class Trainer(ABC):
     kind: str
 
-    def __init__(self, model: torch.nn.Module, config: dict[str, Any], *, seed: int, device: torch.device):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: dict[str, Any],
+        *,
+        seed: int,
+        device: torch.device,
+        precision: str = "fp32",
+        compile_mode: str = "off",
+    ):
         self.model = model.to(device)
         self.config = config  # everything that defines the run; stored in checkpoints and checked on resume
         self.seed = seed
         self.device = device
+        self.precision = precision
         self.rng = make_generator(seed, stream=1, device=device)
         self.epoch = 0
         self.history = History()
+        if compile_mode != "off":
+            # In place (nn.Module.compile), so state_dict keys stay as they are. "reduce-overhead" captures
+            # CUDA graphs on a GPU.
+            for module in self.compile_targets():
+                module.compile(mode=compile_mode)
+
+    def compile_targets(self) -> list[torch.nn.Module]:
+        return [self.model]
+
+    def autocast(self) -> torch.autocast:
+        """bf16 autocast for forward passes when precision is bf16; fp32 (the deterministic default) otherwise."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     @abstractmethod
     def optimizers(self) -> dict[str, torch.optim.Optimizer]: ...
@@ -185,8 +207,10 @@ class GanTrainer(Trainer):
         num_fixed_samples: int,
         seed: int,
         device: torch.device,
+        precision: str = "fp32",
+        compile_mode: str = "off",
     ):
-        super().__init__(model, config, seed=seed, device=device)
+        super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
         self.gan = model
         model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
         self.data = train_images  # float [N, 784] in [-1, 1], on device
@@ -199,6 +223,9 @@ class GanTrainer(Trainer):
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
 
+    def compile_targets(self) -> list[torch.nn.Module]:
+        return [self.gan.generator, self.gan.discriminator]
+
     def train_epoch(self) -> dict[str, float]:
         gan, n = self.gan, self.data.shape[0]
         gan.train()
@@ -207,9 +234,9 @@ class GanTrainer(Trainer):
         for idx in batch_indices(n, self.batch_size, self.rng, self.device):
             real = self.data.index_select(0, idx)
             b = real.shape[0]
-            fake = gan.generator(gan.sample_noise(b, self.rng))
-
-            loss_d, real_logits, fake_logits = gan.discriminator_loss(real, fake.detach())
+            with self.autocast():
+                fake = gan.generator(gan.sample_noise(b, self.rng))
+                loss_d, real_logits, fake_logits = gan.discriminator_loss(real, fake.detach())
             self.opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             self.opt_d.step()
@@ -217,7 +244,8 @@ class GanTrainer(Trainer):
             # Generator step. The discriminator's weights need no gradients here: skipping them saves a third
             # of its backward pass.
             gan.discriminator.requires_grad_(False)
-            loss_g, _ = gan.generator_loss(fake)
+            with self.autocast():
+                loss_g, _ = gan.generator_loss(fake)
             self.opt_g.zero_grad(set_to_none=True)
             loss_g.backward()
             self.opt_g.step()
@@ -264,8 +292,10 @@ class VaeTrainer(Trainer):
         seed: int,
         device: torch.device,
         eval_batch_size: int = 1000,
+        precision: str = "fp32",
+        compile_mode: str = "off",
     ):
-        super().__init__(model, config, seed=seed, device=device)
+        super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
         self.vae = model
         self.data = train_images  # float [N, 784] in [0, 1], on device
         self.test = test_images
@@ -283,7 +313,8 @@ class VaeTrainer(Trainer):
         sums = torch.zeros(3, device=self.device)  # [loss, reconstruction, kl] summed over images
         for idx in batch_indices(n, self.batch_size, self.rng, self.device):
             x = self.data.index_select(0, idx)
-            out = vae.loss(x, self.rng)
+            with self.autocast():
+                out = vae.loss(x, self.rng)
             self.opt.zero_grad(set_to_none=True)
             out.loss.backward()
             self.opt.step()
