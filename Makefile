@@ -23,7 +23,7 @@ run: $(STAMP)
 
 ## The test suite (what CI runs).
 test: $(STAMP)
-	python -m pytest -q
+	python -m pytest -q --durations=8
 
 lint: $(STAMP)
 	ruff check src pipeline tests bench scripts

@@ -125,8 +125,6 @@ def test_resume_refuses_a_different_config(tmp_path):
     t.fit(1, state_path=tmp_path / "c.pt", log=quiet)
     other = vae_trainer()
     other.config = {"vae": {**VAE_CFG, "lr": 0.5}}
-    import pytest
-
     with pytest.raises(ValueError, match="different configuration"):
         other.fit(2, state_path=tmp_path / "c.pt", log=quiet)
 
