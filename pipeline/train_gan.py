@@ -6,13 +6,10 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-from pathlib import Path
-
-from genlab.config import Runtime, flatten, load_params
+from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
-from genlab.experiment import TrainingOutputs, train_and_track
+from genlab.experiment import train_and_track
 from genlab.runtime import setup_torch
-from genlab.tracking import Tracker
 from genlab.train import GanTrainer, build_gan
 
 
@@ -41,19 +38,10 @@ def main(params_path: str = "params.yaml") -> None:
     train_and_track(
         trainer,
         epochs=cfg.epochs,
-        outputs=TrainingOutputs(
-            model=Path(paths.gan_model),
-            snapshots=Path(paths.gan_samples),
-            history=Path(paths.gan_history),
-            summary=Path(paths.gan_summary),
-            state_dir=Path(paths.state),
-        ),
-        tracker=Tracker(runtime.tracking_uri, runtime.experiment),
-        params=flatten(config),
+        paths=paths,
+        runtime=runtime,
         exported=model.generator,
         input_example=trainer.fixed_noise[:4],
-        checkpoint_every=runtime.checkpoint_every,
-        tags={"data.sha256": config["data_sha256"], "genlab.device": str(device)},
     )
 
 

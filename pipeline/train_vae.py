@@ -6,16 +6,13 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from genlab.config import Runtime, flatten, load_params
+from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
-from genlab.experiment import TrainingOutputs, train_and_track
+from genlab.experiment import train_and_track
 from genlab.runtime import setup_torch
-from genlab.tracking import Tracker
 from genlab.train import VaeTrainer, build_vae, to_uint8_images
 
 
@@ -45,20 +42,11 @@ def main(params_path: str = "params.yaml") -> None:
     train_and_track(
         trainer,
         epochs=cfg.epochs,
-        outputs=TrainingOutputs(
-            model=Path(paths.vae_model),
-            snapshots=Path(paths.vae_reconstructions),
-            history=Path(paths.vae_history),
-            summary=Path(paths.vae_summary),
-            state_dir=Path(paths.state),
-        ),
-        tracker=Tracker(runtime.tracking_uri, runtime.experiment),
-        params=flatten(config),
+        paths=paths,
+        runtime=runtime,
         exported=nn.Sequential(model.decoder, nn.Sigmoid()),  # z [B, latent] -> pixel means [B, 784]
         input_example=torch.zeros(4, cfg.latent_dim),
         snapshot_extra={"originals": to_uint8_images(trainer.fixed_images, symmetric=False)},
-        checkpoint_every=runtime.checkpoint_every,
-        tags={"data.sha256": config["data_sha256"], "genlab.device": str(device)},
     )
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from genlab.config import PathsConfig, Runtime, flatten
 from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from genlab.render import grid_image
 from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
@@ -29,6 +30,17 @@ class TrainingOutputs:
     history: Path  # per-epoch metrics CSV (DVC plots)
     summary: Path  # final-epoch metrics JSON (DVC metrics)
     state_dir: Path  # resumable checkpoints: not a DVC out, so `dvc repro` does not erase them
+
+    @classmethod
+    def of(cls, paths: PathsConfig, kind: str) -> TrainingOutputs:
+        snapshots = {"gan": paths.gan_samples, "vae": paths.vae_reconstructions}[kind]
+        return cls(
+            model=Path(getattr(paths, f"{kind}_model")),
+            snapshots=Path(snapshots),
+            history=Path(getattr(paths, f"{kind}_history")),
+            summary=Path(getattr(paths, f"{kind}_summary")),
+            state_dir=Path(paths.state),
+        )
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -48,30 +60,34 @@ def train_and_track(
     trainer: Trainer,
     *,
     epochs: int,
-    outputs: TrainingOutputs,
-    tracker: Tracker,
-    params: dict[str, Any],
+    paths: PathsConfig,
+    runtime: Runtime,
     exported: torch.nn.Module,
     input_example: torch.Tensor,
     snapshot_extra: dict[str, torch.Tensor] | None = None,
-    checkpoint_every: int = 5,
-    tags: dict[str, str] | None = None,
 ) -> str:
     """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
 
-    Returns the MLflow run id. `exported` is the module logged as the MLflow model (z -> image).
+    Returns the MLflow run id. trainer.config becomes the run's params; `exported` is the module logged as the
+    MLflow model (z -> image).
     """
     kind = trainer.kind
+    outputs = TrainingOutputs.of(paths, kind)
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    checkpoint_every = runtime.checkpoint_every
+    tags = {"genlab.device": str(trainer.device)}
+    if "data_sha256" in trainer.config:
+        tags["data.sha256"] = trainer.config["data_sha256"]
     key = config_key(trainer.config)
     state_path = outputs.state_dir / f"{kind}-{key}.pt"
     run_file = outputs.state_dir / f"{kind}-{key}.run.json"
     resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
 
-    all_tags = {TAG_MODEL: kind, **git_tags(), **dvc_tags(), **(tags or {})}
+    all_tags = {TAG_MODEL: kind, **git_tags(), **dvc_tags(), **tags}
     with tracker.run(run_id=resumed_run, run_name=None if resumed_run else f"{kind}", tags=all_tags) as run_id:
         atomic_write_json(run_file, {"run_id": run_id})
         if resumed_run is None:
-            tracker.log_params(params)
+            tracker.log_params(flatten(trainer.config))
 
         def on_epoch(r: EpochResult) -> None:
             tracker.log_metrics({k: v for k, v in r.metrics.items() if k != "epoch"}, step=r.epoch, prefix="train/")
