@@ -28,8 +28,11 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0:
             return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        # In place on the uniform draws: u -> 1.0 where kept (u >= p), else 0.0 -> scaled by 1/(1-p). One float
+        # mask and one multiply; bit-identical to x * (u >= p) * (1/(1-p)), since x * 1.0 == x exactly.
+        mask = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype)
+        mask.ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * mask
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
