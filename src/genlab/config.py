@@ -27,8 +27,9 @@ Probability = Annotated[float, Field(ge=0, lt=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # fp32 is deterministic; bf16 autocasts forward passes (faster on GPUs, different numbers).
 Precision = Literal["fp32", "bf16"]
-# torch.compile mode for the networks; "reduce-overhead" adds CUDA graphs on a GPU.
-CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+# torch.compile mode for the networks: "eager" compiles nothing; "reduce-overhead" adds CUDA graphs on a GPU.
+# (Not "off": YAML 1.1 reads an unquoted off as false, and `dvc exp run -S` rewrites params.yaml unquoted.)
+CompileMode = Literal["eager", "default", "reduce-overhead", "max-autotune"]
 
 
 class Section(BaseModel):
@@ -90,7 +91,7 @@ class GanConfig(Section):
     real_label: Annotated[float, Field(gt=0.5, le=1)] = 1.0
     num_fixed_samples: PositiveInt = 64
     precision: Precision = "fp32"
-    compile: CompileMode = "off"
+    compile: CompileMode = "eager"
 
 
 class VaeConfig(Section):
@@ -101,7 +102,7 @@ class VaeConfig(Section):
     lr: PositiveFloat = 1e-3
     num_reconstructions: PositiveInt = 32
     precision: Precision = "fp32"
-    compile: CompileMode = "off"
+    compile: CompileMode = "eager"
 
 
 class RenderConfig(Section):

@@ -86,7 +86,7 @@ class Trainer(ABC):
         seed: int,
         device: torch.device,
         precision: str = "fp32",
-        compile_mode: str = "off",
+        compile_mode: str = "eager",
     ):
         self.model = model.to(device)
         self.config = config  # everything that defines the run; stored in checkpoints and checked on resume
@@ -96,7 +96,7 @@ class Trainer(ABC):
         self.rng = make_generator(seed, stream=1, device=device)
         self.epoch = 0
         self.history = History()
-        if compile_mode != "off":
+        if compile_mode != "eager":
             # In place (nn.Module.compile), so state_dict keys stay as they are. "reduce-overhead" captures
             # CUDA graphs on a GPU.
             for module in self.compile_targets():
@@ -208,7 +208,7 @@ class GanTrainer(Trainer):
         seed: int,
         device: torch.device,
         precision: str = "fp32",
-        compile_mode: str = "off",
+        compile_mode: str = "eager",
     ):
         super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
         self.gan = model
@@ -293,7 +293,7 @@ class VaeTrainer(Trainer):
         device: torch.device,
         eval_batch_size: int = 1000,
         precision: str = "fp32",
-        compile_mode: str = "off",
+        compile_mode: str = "eager",
     ):
         super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
         self.vae = model
