@@ -138,3 +138,13 @@ def test_real_mnist_verifies(tmp_path: Path):
     test = load_split(tmp_path / "mnist", "t10k")
     assert test.images.shape == (10000, 28, 28)
     assert sorted(test.labels.unique().tolist()) == list(range(10))
+
+
+def test_prepare_replaces_an_existing_dataset_and_leaves_no_staging_behind(tiny_mirror, tmp_path):
+    mirror, sha = tiny_mirror
+    out = tmp_path / "prepared"
+    out.mkdir()
+    (out / "stale-file").write_text("from an older run")
+    prepare(dataset_spec("custom", sha), out, local_mirror=mirror, offline=True, log=quiet)
+    assert sorted(p.name for p in out.iterdir()) == sorted([*IDX_FILES, "manifest.json"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mirror", "prepared"]

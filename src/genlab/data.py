@@ -12,6 +12,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -171,19 +173,28 @@ def prepare(
 ) -> dict:
     """Fetch and verify all four files, then write them (decompressed IDX) and a manifest into out_dir.
 
-    Nothing is written until all four files verified, and each write is atomic, so a failure leaves no
-    partial output behind.
+    Nothing is written until all four files verified. The directory is filled under a temporary name beside
+    out_dir and renamed into place, so an interrupted or failed run leaves no partial dataset behind.
     """
     contents = {
         f: fetch_file(spec, f, local_mirror=local_mirror, offline=offline, fetcher=fetcher, log=log) for f in IDX_FILES
     }
     # Parse before writing: a file with a valid checksum but a bad header is still rejected early.
     shapes = {f: list(parse_idx(c, f).shape) for f, c in contents.items()}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for f, c in contents.items():
-        atomic_write_bytes(out_dir / f, c)
     manifest = {"dataset": spec.name, "files": {f: {"sha256": spec.sha256[f], "shape": shapes[f]} for f in IDX_FILES}}
-    atomic_write_bytes(out_dir / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        for f, c in contents.items():
+            atomic_write_bytes(staging / f, c)
+        atomic_write_bytes(staging / "manifest.json", manifest_bytes)
+        staging.chmod(0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

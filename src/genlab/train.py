@@ -11,7 +11,6 @@ random stream of an uninterrupted one and nothing depends on what else the proce
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -375,7 +374,3 @@ def build_gan(cfg: dict[str, Any]) -> GAN:
 
 def build_vae(cfg: dict[str, Any]) -> VAE:
     return VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return math.ceil(n / batch_size)
