@@ -108,9 +108,12 @@ class Tracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         with _sqlite_init_lock(self.tracking_uri):
             if mlflow.get_experiment_by_name(experiment) is None:
-                artifacts = (self.root / "mlruns" / experiment).resolve()
-                artifacts.mkdir(parents=True, exist_ok=True)
-                mlflow.create_experiment(experiment, artifact_location=artifacts.as_uri())
+                location = None  # a tracking server chooses its own artifact store
+                if self.tracking_uri.startswith("sqlite:"):
+                    artifacts = (self.root / "mlruns" / experiment).resolve()
+                    artifacts.mkdir(parents=True, exist_ok=True)
+                    location = artifacts.as_uri()
+                mlflow.create_experiment(experiment, artifact_location=location)
             self.experiment = mlflow.set_experiment(experiment)
 
     @contextmanager
