@@ -128,11 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
 
         expected_lock = yaml.safe_load((reference / "dvc.lock").read_text())
-        metrics_dir = REPO if args.workspace else profile / "metrics"
         expected_metrics = (
             metrics_of(REPO, paths)
             if args.workspace
-            else {p.name: parse_metrics_file(p.name, p.read_text()) for p in sorted(metrics_dir.iterdir())}
+            else {p.name: parse_metrics_file(p.name, p.read_text()) for p in sorted((profile / "metrics").iterdir())}
         )
         recorded_on = json.loads((profile / "reference.json").read_text())["device"] if not args.workspace else None
         here = device_name()
