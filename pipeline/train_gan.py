@@ -9,35 +9,44 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.experiment import train_and_track
+from genlab.metrics import sample_diagnostics
 from genlab.runtime import setup_torch
-from genlab.train import GanTrainer, build_gan
+from genlab.train import GanTrainer, build_gan, load_classifier
 
 
 def main(params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
     runtime = Runtime()
-    cfg, paths = params.gan, params.paths
+    cfg, paths = params.gan.resolved(), params.paths  # the chosen variant's values
     device = setup_torch(runtime.device, runtime.threads, params.seed)
 
     images = to_flat_float(load_split(paths.data, "train").images, device, symmetric=True)
-    config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "gan": cfg.model_dump()}
-    model = build_gan(cfg.model_dump())
+    model = build_gan(cfg)  # before the classifier is built: initial weights come from the seeded global RNG
+    classifier, record = load_classifier(paths.classifier_model, device)
+    config = {
+        "seed": params.seed,
+        "data_sha256": dataset_checksum(paths.data),
+        "classifier_sha256": record["weights_sha256"],  # the feature space of the per-epoch diagnostics
+        "gan": cfg,
+    }
     trainer = GanTrainer(
         model,
         images,
         config,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        betas=(cfg.beta1, cfg.beta2),
-        num_fixed_samples=cfg.num_fixed_samples,
+        batch_size=cfg["batch_size"],
+        lr=cfg["lr"],
+        betas=(cfg["beta1"], cfg["beta2"]),
+        num_fixed_samples=cfg["num_fixed_samples"],
         seed=params.seed,
         device=device,
-        precision=cfg.precision,
-        compile_mode=cfg.compile,
+        precision=cfg["precision"],
+        compile_mode=cfg["compile"],
+        diagnostic_samples=cfg["diagnostic_samples"],
+        diagnostics=lambda images: sample_diagnostics(classifier, images),
     )
     train_and_track(
         trainer,
-        epochs=cfg.epochs,
+        epochs=cfg["epochs"],
         paths=paths,
         runtime=runtime,
         exported=model.generator,

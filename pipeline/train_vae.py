@@ -12,8 +12,9 @@ from torch import nn
 from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.experiment import train_and_track
+from genlab.metrics import sample_diagnostics
 from genlab.runtime import setup_torch
-from genlab.train import VaeTrainer, build_vae, to_uint8_images
+from genlab.train import VaeTrainer, build_vae, load_classifier, to_uint8_images
 
 
 def main(params_path: str = "params.yaml") -> None:
@@ -24,8 +25,14 @@ def main(params_path: str = "params.yaml") -> None:
 
     train = to_flat_float(load_split(paths.data, "train").images, device, symmetric=False)
     test = to_flat_float(load_split(paths.data, "t10k").images, device, symmetric=False)
-    config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "vae": cfg.model_dump()}
-    model = build_vae(cfg.model_dump())
+    model = build_vae(cfg.model_dump())  # before the classifier is built: initial weights from the seeded RNG
+    classifier, record = load_classifier(paths.classifier_model, device)
+    config = {
+        "seed": params.seed,
+        "data_sha256": dataset_checksum(paths.data),
+        "classifier_sha256": record["weights_sha256"],  # the feature space of the per-epoch diagnostics
+        "vae": cfg.model_dump(),
+    }
     trainer = VaeTrainer(
         model,
         train,
@@ -38,6 +45,8 @@ def main(params_path: str = "params.yaml") -> None:
         device=device,
         precision=cfg.precision,
         compile_mode=cfg.compile,
+        diagnostic_samples=cfg.diagnostic_samples,
+        diagnostics=lambda images: sample_diagnostics(classifier, images),
     )
     train_and_track(
         trainer,

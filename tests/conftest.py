@@ -65,10 +65,14 @@ def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
         discriminator_hidden=[64, 32],
         latent_dim=16,
         num_fixed_samples=16,
+        diagnostic_samples=50,
     )
-    params["vae"].update(epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8)
+    params["classifier"].update(
+        channels=[4, 8], feature_dim=16, epochs=5, batch_size=25, max_lr=0.01, min_test_accuracy=0.5
+    )
+    params["vae"].update(epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8, diagnostic_samples=50)
     params["render"].update(epochs=list(range(1, epochs + 1)), scale=2)
-    params["evaluate"].update(batch_size=50)
+    params["evaluate"].update(batch_size=50, num_samples=100, c2st_epochs=1, iwae_samples=10)
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         params[section][key] = value

@@ -85,8 +85,11 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     run([dvc, "plots", "show", "--json"], project, env)
 
     # Both runs are in the repo's own mlflow.db, with metrics, images, figures, the model and the tags.
-    exp, runs = mlflow_runs(project)
-    assert sorted(runs["tags.genlab.model"]) == ["gan", "vae"]
+    exp, all_runs = mlflow_runs(project)
+    assert sorted(all_runs["tags.genlab.model"]) == ["classifier", "gan", "vae"]
+    classifier = all_runs[all_runs["tags.genlab.model"] == "classifier"].iloc[0]
+    assert classifier["metrics.eval/test_accuracy"] >= 0.5
+    runs = all_runs[all_runs["tags.genlab.model"] != "classifier"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
     client = MlflowClient()
     for _, r in runs.iterrows():
@@ -99,6 +102,12 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
             or client.get_metric_history(r.run_id, "train/loss_d")
         ] == [1, 2]
         assert any(k.startswith("metrics.eval/") and r[k] == r[k] for k in runs.columns)
+        # Sample metrics, the real-data floor beside them, the feature extractor they were computed in.
+        for key in ("eval/fid", "eval/recall", "eval/classes_present", "floor/fid", "eval/classifier_test_accuracy"):
+            assert r[f"metrics.{key}"] == r[f"metrics.{key}"], key
+        assert r["tags.genlab.classifier_sha256"] == classifier["tags.genlab.weights_sha256"]
+        # Per-epoch diagnostics, logged while training.
+        assert [m.step for m in client.get_metric_history(r.run_id, "train/classes_present")] == [1, 2]
         artifacts = {a.path for a in client.list_artifacts(r.run_id)}
         assert {"figures", "history", "images"} <= artifacts, artifacts
         assert r["status"] == "FINISHED"

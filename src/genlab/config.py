@@ -40,6 +40,8 @@ class PathsConfig(Section):
     """Every file a stage reads or writes. dvc.yaml refers to these with ${paths.*}."""
 
     data: str = "data/prepared"
+    classifier_model: str = "models/classifier.pt"
+    classifier_summary: str = "metrics/classifier.json"
     gan_model: str = "models/gan.pt"
     gan_samples: str = "outputs/gan_samples.pt"
     gan_history: str = "metrics/gan_train.csv"
@@ -76,7 +78,34 @@ class DataConfig(Section):
         return self
 
 
+class ClassifierConfig(Section):
+    """The MNIST CNN whose features the sample metrics use (genlab.models.classifier)."""
+
+    channels: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = [16, 32]
+    feature_dim: PositiveInt = 128
+    epochs: PositiveInt = 4
+    batch_size: PositiveInt = 128
+    # One-cycle schedule (Smith & Topin 2018): warm up to max_lr, then anneal; 4 epochs reach > 99% on MNIST.
+    max_lr: PositiveFloat = 3e-3
+    # The stage fails below this test accuracy: metrics in a poor feature space would mislead.
+    min_test_accuracy: Probability = 0.99
+
+
+class GanOverrides(Section):
+    """A named variant: the GAN keys it changes (see GanConfig)."""
+
+    lr: PositiveFloat | None = None
+    beta1: Probability | None = None
+    beta2: Probability | None = None
+    real_label: Annotated[float, Field(gt=0.5, le=1)] | None = None
+    dropout: Probability | None = None
+    batch_size: PositiveInt | None = None
+
+
 class GanConfig(Section):
+    # "faithful" is the original write-up; any other name applies gan.variants.<name> on top of these values.
+    variant: str = "faithful"
+    variants: dict[str, GanOverrides] = {}
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 100
     latent_dim: PositiveInt = 100
@@ -90,8 +119,27 @@ class GanConfig(Section):
     # Target for real images in the discriminator loss; < 1 is one-sided label smoothing (Salimans et al. 2016).
     real_label: Annotated[float, Field(gt=0.5, le=1)] = 1.0
     num_fixed_samples: PositiveInt = 64
+    # Per-epoch class coverage and classifier score of this many fixed-noise samples (0: off).
+    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
     precision: Precision = "fp32"
     compile: CompileMode = "eager"
+
+    @model_validator(mode="after")
+    def _variant_is_defined(self) -> GanConfig:
+        if "faithful" in self.variants:
+            raise ValueError("gan.variants may not redefine 'faithful' (the base values are the faithful variant)")
+        if self.variant != "faithful" and self.variant not in self.variants:
+            raise ValueError(
+                f"variant {self.variant!r} is not defined; choose 'faithful' or one of {sorted(self.variants)}"
+            )
+        return self
+
+    def resolved(self) -> dict[str, Any]:
+        """The values training uses: the chosen variant's overrides applied, the variant table dropped."""
+        values = self.model_dump(exclude={"variants"})
+        if self.variant != "faithful":
+            values.update(self.variants[self.variant].model_dump(exclude_none=True))
+        return values
 
 
 class VaeConfig(Section):
@@ -101,6 +149,8 @@ class VaeConfig(Section):
     latent_dim: PositiveInt = 20
     lr: PositiveFloat = 1e-3
     num_reconstructions: PositiveInt = 32
+    # Per-epoch class coverage and classifier score of this many samples from fixed prior draws (0: off).
+    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
     precision: Precision = "fp32"
     compile: CompileMode = "eager"
 
@@ -114,6 +164,15 @@ class RenderConfig(Section):
 
 class EvaluateConfig(Section):
     batch_size: PositiveInt = 1000
+    # Generated samples per model, compared with the whole test set (10,000 for MNIST).
+    num_samples: PositiveInt = 10_000
+    # Neighbours defining the k-NN manifolds of improved precision/recall (Kynkäänniemi et al. 2019 use 3).
+    knn_k: PositiveInt = 3
+    # Classifier two-sample test: a fresh CNN trained on half of the real and generated images.
+    c2st_epochs: PositiveInt = 3
+    c2st_lr: PositiveFloat = 1e-3
+    # Importance samples per test image for the VAE's IWAE bound (Burda et al. 2016).
+    iwae_samples: PositiveInt = 100
 
 
 class Params(BaseSettings):
@@ -124,6 +183,7 @@ class Params(BaseSettings):
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
     gan: GanConfig = GanConfig()
     vae: VaeConfig = VaeConfig()
     render: RenderConfig = RenderConfig()

@@ -6,6 +6,7 @@ process is killed mid-write.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -66,3 +67,13 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> None:
     buf = io.BytesIO()
     torch.save(canonical(obj), buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def weights_sha256(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes, bytes), independent of file format."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}\n".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()

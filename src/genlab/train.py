@@ -11,6 +11,7 @@ random stream of an uninterrupted one and nothing depends on what else the proce
 
 from __future__ import annotations
 
+import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ import torch
 
 import genlab
 from genlab.io import atomic_torch_save
+from genlab.models.classifier import Classifier
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
 
@@ -86,8 +88,11 @@ class Trainer(ABC):
         device: torch.device,
         precision: str = "fp32",
         compile_mode: str = "eager",
+        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
     ):
         self.model = model.to(device)
+        # Per-epoch sample diagnostics (e.g. class coverage): images in [0, 1], [N, 784] -> metrics.
+        self.diagnostics = diagnostics
         self.config = config  # everything that defines the run; stored in checkpoints and checked on resume
         self.seed = seed
         self.device = device
@@ -116,6 +121,16 @@ class Trainer(ABC):
 
     @abstractmethod
     def snapshot(self) -> torch.Tensor: ...
+
+    def diagnostic_images(self) -> torch.Tensor | None:
+        """Samples from fixed inputs for the per-epoch diagnostics, [N, 784] in [0, 1]; None when there are none."""
+        return None
+
+    def diagnose(self) -> dict[str, float]:
+        if self.diagnostics is None:
+            return {}
+        images = self.diagnostic_images()
+        return {} if images is None or images.shape[0] == 0 else self.diagnostics(images)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -175,6 +190,7 @@ class Trainer(ABC):
         while self.epoch < epochs:
             t0 = time.perf_counter()
             metrics = self.train_epoch()
+            metrics.update(self.diagnose())
             self.epoch += 1
             snapshot = self.snapshot()
             seconds = time.perf_counter() - t0
@@ -208,8 +224,18 @@ class GanTrainer(Trainer):
         device: torch.device,
         precision: str = "fp32",
         compile_mode: str = "eager",
+        diagnostic_samples: int = 0,
+        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
     ):
-        super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
+        super().__init__(
+            model,
+            config,
+            seed=seed,
+            device=device,
+            precision=precision,
+            compile_mode=compile_mode,
+            diagnostics=diagnostics,
+        )
         self.gan = model
         model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
         self.data = train_images  # float [N, 784] in [-1, 1], on device
@@ -218,6 +244,7 @@ class GanTrainer(Trainer):
         self.opt_d = adam(model.discriminator.parameters(), lr=lr, betas=betas, device=device)
         # The same input every epoch, from its own stream, so grids are comparable across epochs and runs.
         self.fixed_noise = model.sample_noise(num_fixed_samples, make_generator(seed, stream=2, device=device))
+        self.diagnostic_noise = model.sample_noise(diagnostic_samples, make_generator(seed, stream=4, device=device))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"generator": self.opt_g, "discriminator": self.opt_d}
@@ -274,6 +301,11 @@ class GanTrainer(Trainer):
         self.gan.eval()
         return to_uint8_images(self.gan.generator(self.fixed_noise), symmetric=True)
 
+    @torch.no_grad()
+    def diagnostic_images(self) -> torch.Tensor:
+        self.gan.eval()
+        return (self.gan.generator(self.diagnostic_noise) + 1) / 2
+
 
 class VaeTrainer(Trainer):
     kind = "vae"
@@ -293,8 +325,18 @@ class VaeTrainer(Trainer):
         eval_batch_size: int = 1000,
         precision: str = "fp32",
         compile_mode: str = "eager",
+        diagnostic_samples: int = 0,
+        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
     ):
-        super().__init__(model, config, seed=seed, device=device, precision=precision, compile_mode=compile_mode)
+        super().__init__(
+            model,
+            config,
+            seed=seed,
+            device=device,
+            precision=precision,
+            compile_mode=compile_mode,
+            diagnostics=diagnostics,
+        )
         self.vae = model
         self.data = train_images  # float [N, 784] in [0, 1], on device
         self.test = test_images
@@ -302,6 +344,7 @@ class VaeTrainer(Trainer):
         self.eval_batch_size = eval_batch_size
         self.opt = adam(model.parameters(), lr=lr, device=device)
         self.fixed_images = test_images[:num_reconstructions]
+        self.diagnostic_z = model.sample_prior(diagnostic_samples, make_generator(seed, stream=4, device=device))
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae": self.opt}
@@ -336,6 +379,11 @@ class VaeTrainer(Trainer):
         mu, _ = self.vae.encode(self.fixed_images)
         return to_uint8_images(self.vae.decode(mu), symmetric=False)
 
+    @torch.no_grad()
+    def diagnostic_images(self) -> torch.Tensor:
+        self.vae.eval()
+        return self.vae.decode(self.diagnostic_z)
+
 
 @torch.no_grad()
 def evaluate_vae_loss(vae: VAE, images: torch.Tensor, *, seed: int, batch_size: int = 1000) -> dict[str, float]:
@@ -349,6 +397,46 @@ def evaluate_vae_loss(vae: VAE, images: torch.Tensor, *, seed: int, batch_size: 
         sums += torch.stack([out.loss, out.reconstruction, out.kl]) * x.shape[0]
     s = (sums / images.shape[0]).tolist()
     return {"loss": s[0], "reconstruction": s[1], "kl": s[2]}
+
+
+def train_classifier(
+    model: Classifier,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    max_lr: float,
+    rng: torch.Generator,
+    on_epoch: Callable[[int, float], None] | None = None,
+) -> None:
+    """Train a classifier (or, with one output, a binary discriminator) with Adam and a one-cycle schedule.
+
+    images: [N, 784] in [0, 1] on the model's device; labels: [N] class indices (0/1 for one output).
+    on_epoch(epoch, mean training loss) is called after each epoch.
+    """
+    device = images.device
+    n = images.shape[0]
+    opt = adam(model.parameters(), lr=max_lr, device=device)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * math.ceil(n / batch_size))
+    for epoch in range(1, epochs + 1):
+        model.train()
+        total = torch.zeros((), device=device)
+        for idx in batch_indices(n, batch_size, rng, device):
+            loss = model.loss(images.index_select(0, idx), labels.index_select(0, idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.detach() * idx.shape[0]
+        if on_epoch is not None:
+            on_epoch(epoch, float(total) / n)
+
+
+@torch.no_grad()
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -374,3 +462,19 @@ def build_gan(cfg: dict[str, Any]) -> GAN:
 
 def build_vae(cfg: dict[str, Any]) -> VAE:
     return VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
+
+
+def build_classifier(cfg: dict[str, Any], num_classes: int = 10) -> Classifier:
+    return Classifier(channels=tuple(cfg["channels"]), feature_dim=cfg["feature_dim"], num_classes=num_classes)
+
+
+def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
+    """The feature extractor from the train_classifier stage, in eval mode, and its record (test accuracy and
+    weights hash: metrics in its feature space only compare between runs with the same hash)."""
+    state = load_checkpoint(path, device)
+    if state.get("kind") != "classifier":
+        raise ValueError(f"{path} holds a {state.get('kind')!r} checkpoint, not the classifier")
+    model = build_classifier(state["config"]["classifier"]).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, {"test_accuracy": state["test_accuracy"], "weights_sha256": state["weights_sha256"]}

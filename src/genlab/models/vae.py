@@ -7,6 +7,7 @@ reconstruction term cannot reach zero: its floor is the entropy of the pixels.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -76,3 +77,27 @@ class VAE(nn.Module):
         reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / x.shape[0]
         return VaeLoss(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
+
+    def sample_prior(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """z ~ N(0, I), [n, latent_dim], on the model's device."""
+        device = self.to_moments.weight.device
+        return torch.randn(n, self.latent_dim, generator=generator, device=device)
+
+    def iwae_log_likelihood(self, x: torch.Tensor, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Importance-weighted lower bound on log p(x) with k samples, per image [B], in nats (Burda et al. 2016,
+        "Importance Weighted Autoencoders", arXiv:1509.00519, eq. 8):
+
+            log p(x) >= E[ log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x) ],  z_i ~ q(z|x).
+
+        k = 1 is the ELBO; the bound tightens as k grows. x: [B, 784] grey levels used as Bernoulli targets.
+        """
+        mu, logvar = self.encode(x)  # [B, d]
+        eps = torch.randn((k, *mu.shape), generator=generator, device=mu.device, dtype=mu.dtype)  # [k, B, d]
+        z = mu + torch.exp(0.5 * logvar) * eps
+        logits = self.decode_logits(z)  # [k, B, 784]
+        log_px_z = -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+        # The 0.5 * log(2 pi) terms of p(z) and q(z|x) cancel.
+        log_pz = -0.5 * z.pow(2).sum(-1)
+        log_qz_x = -0.5 * (eps.pow(2) + logvar).sum(-1)
+        log_w = log_px_z + log_pz - log_qz_x  # [k, B]
+        return torch.logsumexp(log_w, dim=0) - math.log(k)

@@ -1,0 +1,76 @@
+"""Stage train_classifier: the MNIST CNN whose features the sample metrics use. Trains once per dataset (cached)."""
+
+from __future__ import annotations
+
+import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
+
+# isort: split
+
+import torch
+
+from genlab.config import Runtime, flatten, load_params
+from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.io import atomic_torch_save, atomic_write_json, weights_sha256
+from genlab.runtime import setup_torch
+from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
+from genlab.train import CHECKPOINT_FORMAT, build_classifier, make_generator, predict_logits, train_classifier
+
+
+def main(params_path: str = "params.yaml") -> None:
+    params = load_params(params_path)
+    runtime = Runtime()
+    cfg, paths = params.classifier, params.paths
+    device = setup_torch(runtime.device, runtime.threads, params.seed)
+    train, test = load_split(paths.data, "train"), load_split(paths.data, "t10k")
+    images = to_flat_float(train.images, device, symmetric=False)
+    labels = train.labels.long().to(device)
+    config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "classifier": cfg.model_dump()}
+
+    model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    with tracker.run(run_name="classifier", tags={TAG_MODEL: "classifier", **git_tags(), **dvc_tags()}):
+        tracker.log_params(flatten(config))
+
+        def on_epoch(epoch: int, loss: float) -> None:
+            print(f"[classifier] epoch {epoch}/{cfg.epochs}  loss {loss:.4f}")
+            tracker.log_metrics({"loss": loss}, step=epoch, prefix="train/")
+
+        train_classifier(
+            model,
+            images,
+            labels,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            max_lr=cfg.max_lr,
+            rng=make_generator(params.seed, stream=5, device=device),
+            on_epoch=on_epoch,
+        )
+        predicted = predict_logits(model, to_flat_float(test.images, device, symmetric=False)).argmax(dim=1)
+        accuracy = float((predicted.cpu() == test.labels.long()).double().mean())
+        summary = {"test_accuracy": accuracy, "weights_sha256": weights_sha256(model)}
+        print(f"[classifier] test accuracy {accuracy:.4f}  weights sha256 {summary['weights_sha256'][:12]}")
+        tracker.log_metrics({"test_accuracy": accuracy}, prefix="eval/")
+        if accuracy < cfg.min_test_accuracy:
+            raise SystemExit(
+                f"train_classifier: test accuracy {accuracy:.4f} is below classifier.min_test_accuracy"
+                f" {cfg.min_test_accuracy}; metrics in its feature space would mislead. Train longer"
+                " (classifier.epochs) or lower the threshold for a dataset it cannot reach."
+            )
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "kind": "classifier",
+            "genlab_version": genlab.__version__,
+            "torch_version": torch.__version__.split("+")[0],
+            "config": config,
+            "model": model.state_dict(),
+            **summary,
+        }
+        atomic_torch_save(paths.classifier_model, state)
+        atomic_write_json(paths.classifier_summary, summary)
+        tracker.set_tags(
+            {TAG_CHECKPOINT: file_sha256(paths.classifier_model), "genlab.weights_sha256": summary["weights_sha256"]}
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Sample-quality metrics in the feature space of an MNIST classifier (genlab.models.classifier).
+
+Every function takes images as [N, 784] grey levels in [0, 1]. Reference values: compare a model's numbers with
+those of real training images against the test images (the floor), computed by the same functions.
+
+- Fréchet distance of classifier features ("domain FID"; Heusel et al. 2017, with the classifier in place of
+  Inception): fidelity and diversity in one number, lower is better.
+- Improved precision and recall (Kynkäänniemi et al. 2019, arXiv:1904.06991): fidelity (samples inside the real
+  k-NN manifold) and coverage (real images inside the samples' manifold) separately.
+- Class coverage of the predicted digits: the cheapest detector of mode collapse.
+- Classifier score (the Inception score of Salimans et al. 2016 with the MNIST classifier): exp E[KL(p(y|x)||p(y))],
+  at most the number of classes; high when samples are confidently classified and all classes appear.
+- Classifier two-sample test (Lopez-Paz & Oquab 2017, arXiv:1610.06545): accuracy of a fresh CNN telling real from
+  generated images on held-out halves; 0.5 means indistinguishable.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from genlab.models.classifier import Classifier, ClassifierFeatures
+from genlab.train import make_generator, predict_logits, train_classifier
+
+# A class "is present" when it holds more than this share of the samples.
+PRESENT_SHARE = 0.02
+
+
+@torch.no_grad()
+def features(classifier: Classifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    classifier.eval()
+    return torch.cat([classifier.features(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
+
+
+def class_probabilities(classifier: Classifier, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """[N, num_classes] softmax of the classifier."""
+    return predict_logits(classifier, images, batch_size).softmax(dim=1)
+
+
+def class_coverage(probs: torch.Tensor) -> dict[str, Any]:
+    """Histogram of the predicted classes and three summaries of it.
+
+    classes_present: classes holding more than 2% of the samples; max_class_share: the largest class's share;
+    class_kl_uniform: KL(histogram || uniform) in nats, 0 for perfectly balanced classes, log(C) for one class.
+    """
+    num_classes = probs.shape[1]
+    counts = torch.bincount(probs.argmax(dim=1), minlength=num_classes).double()
+    share = counts / counts.sum()
+    nonzero = share[share > 0]
+    return {
+        "classes_present": int((share > PRESENT_SHARE).sum()),
+        "max_class_share": float(share.max()),
+        "class_kl_uniform": float((nonzero * (nonzero * num_classes).log()).sum()),
+        "class_share": {str(c): float(share[c]) for c in range(num_classes)},
+    }
+
+
+def classifier_score(probs: torch.Tensor) -> float:
+    """exp(E_x KL(p(y|x) || p(y))) over all samples (one split), in [1, num_classes]."""
+    p = probs.double().clamp_min(1e-12)
+    marginal = p.mean(dim=0, keepdim=True)
+    return float(torch.exp((p * (p.log() - marginal.log())).sum(dim=1).mean()))
+
+
+def sample_diagnostics(classifier: Classifier, images: torch.Tensor) -> dict[str, float]:
+    """The cheap per-epoch subset: class coverage summaries and the classifier score."""
+    probs = class_probabilities(classifier, images)
+    coverage = class_coverage(probs)
+    return {
+        "classes_present": float(coverage["classes_present"]),
+        "max_class_share": coverage["max_class_share"],
+        "class_kl_uniform": coverage["class_kl_uniform"],
+        "classifier_score": classifier_score(probs),
+    }
+
+
+def frechet_distance(classifier: Classifier, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 1000) -> float:
+    """FID in the classifier's feature space, by torchmetrics (float64 statistics)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance  # slow import: only where it is used
+
+    classifier.eval()
+    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), reset_real_features=True).to(real.device)
+    with torch.no_grad():
+        for images, is_real in ((real, True), (fake, False)):
+            for i in range(0, images.shape[0], batch_size):
+                fid.update(images[i : i + batch_size], real=is_real)
+        return float(fid.compute())
+
+
+def _kth_neighbour_radii(feats: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    """Distance from each row to its k-th nearest other row, [N]."""
+    radii = []
+    for i in range(0, feats.shape[0], chunk):
+        d = torch.cdist(feats[i : i + chunk], feats)  # [chunk, N]; includes the zero distance to itself
+        radii.append(d.kthvalue(k + 1, dim=1).values)
+    return torch.cat(radii)
+
+
+def _inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.Tensor, chunk: int) -> torch.Tensor:
+    """For each query, whether it lies within radii[j] of some support point j, [N_queries] bool."""
+    inside = []
+    for i in range(0, queries.shape[0], chunk):
+        d = torch.cdist(queries[i : i + chunk], support)  # [chunk, N_support]
+        inside.append((d <= radii.unsqueeze(0)).any(dim=1))
+    return torch.cat(inside)
+
+
+@torch.no_grad()
+def precision_recall(
+    real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3, chunk: int = 1000
+) -> dict[str, float]:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, sec. 3): each set's manifold is the union of balls
+    reaching each point's k-th nearest neighbour. Precision: share of generated samples inside the real manifold.
+    Recall: share of real images inside the generated manifold. Features are double precision for exact ties."""
+    real, fake = real_features.double(), fake_features.double()
+    real_radii = _kth_neighbour_radii(real, k, chunk)
+    fake_radii = _kth_neighbour_radii(fake, k, chunk)
+    return {
+        "precision": float(_inside_manifold(fake, real, real_radii, chunk).double().mean()),
+        "recall": float(_inside_manifold(real, fake, fake_radii, chunk).double().mean()),
+    }
+
+
+def two_sample_accuracy(
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    channels: tuple[int, int],
+    epochs: int,
+    lr: float,
+    seed: int,
+    batch_size: int = 128,
+) -> float:
+    """Classifier two-sample test: train a fresh CNN on a random half of each set, report its accuracy on the other
+    halves. 0.5: the sets cannot be told apart; 1.0: always can.
+
+    The halves are drawn at random, not sliced: the MNIST test set's first 5,000 images come from a different
+    writer population than its last 5,000, and a critic trained on one and tested on the other scores well
+    below 0.5 on two samples of the same distribution."""
+    n = min(real.shape[0], fake.shape[0])
+    half = n // 2
+    g = make_generator(seed, stream=20, device=real.device)
+    real = real.index_select(0, torch.randperm(real.shape[0], generator=g, device=real.device)[:n])
+    fake = fake.index_select(0, torch.randperm(fake.shape[0], generator=g, device=fake.device)[:n])
+    torch.manual_seed(seed)  # the fresh discriminator's initial weights
+    critic = Classifier(channels=channels, num_classes=1).to(real.device)
+    train_x = torch.cat([real[:half], fake[:half]])
+    train_y = torch.cat([torch.ones(half), torch.zeros(half)]).to(real.device)
+    train_classifier(critic, train_x, train_y, epochs=epochs, batch_size=batch_size, max_lr=lr, rng=g)
+    test_x = torch.cat([real[half:n], fake[half:n]])
+    test_y = torch.cat([torch.ones(n - half), torch.zeros(n - half)]).to(real.device)
+    predicted = (predict_logits(critic, test_x).squeeze(1) > 0).float()
+    return float((predicted == test_y).double().mean())
+
+
+def sample_metrics(
+    classifier: Classifier,
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    *,
+    knn_k: int,
+    c2st_epochs: int,
+    c2st_lr: float,
+    seed: int,
+    batch_size: int = 1000,
+) -> dict[str, Any]:
+    """All sample metrics of `fake` against `real` (both [N, 784] in [0, 1])."""
+    probs = class_probabilities(classifier, fake, batch_size)
+    channels = (classifier.conv1.out_channels, classifier.conv2.out_channels)
+    return {
+        "fid": frechet_distance(classifier, real, fake, batch_size),
+        **precision_recall(features(classifier, real, batch_size), features(classifier, fake, batch_size), k=knn_k),
+        "classifier_score": classifier_score(probs),
+        **class_coverage(probs),
+        "c2st_accuracy": two_sample_accuracy(real, fake, channels=channels, epochs=c2st_epochs, lr=c2st_lr, seed=seed),
+        "num_samples": int(fake.shape[0]),
+    }
+
+
+def pixel_entropy(images: torch.Tensor) -> float:
+    """Mean over images of the summed binary entropy of the grey levels, in nats per image.
+
+    With grey levels as Bernoulli targets, BCE(q, x) = H(x) + KL(x || q) >= H(x): this is the lowest reconstruction
+    term (and negative ELBO) any model can reach on these images, not zero.
+    """
+    x = images.double()
+    h = -(torch.xlogy(x, x) + torch.xlogy(1 - x, 1 - x))
+    return float(h.sum(dim=1).mean())
