@@ -70,7 +70,9 @@ def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
     params["classifier"].update(
         channels=[4, 8], feature_dim=16, epochs=5, batch_size=25, max_lr=0.01, min_test_accuracy=0.5
     )
-    params["vae"].update(epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8, diagnostic_samples=50)
+    params["vae"].update(
+        epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8, diagnostic_samples=50
+    )
     params["render"].update(epochs=list(range(1, epochs + 1)), scale=2)
     params["evaluate"].update(batch_size=50, num_samples=100, c2st_epochs=1, iwae_samples=10)
     for dotted, value in overrides.items():

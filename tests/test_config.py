@@ -45,6 +45,10 @@ def test_params_are_frozen():
         ("gan", "dropout", 1.5, ["gan.dropout", "1.5", "less than 1"]),
         ("data", "dataset", "cifar", ["data.dataset", "'cifar'", "'mnist'", "'fashion-mnist'"]),
         ("gan", "epochz", 5, ["unknown key 'gan.epochz'"]),
+        ("gan", "variant", "stabel", ["gan = {...}", "variant 'stabel' is not defined", "['stable']"]),
+        ("gan", "variants", {"stable": {"beta3": 0.5}}, ["unknown key 'gan.variants.stable.beta3'"]),
+        ("classifier", "min_test_accuracy", 1.5, ["classifier.min_test_accuracy", "less than 1"]),
+        ("evaluate", "num_samples", 0, ["evaluate.num_samples", "greater than 0"]),
     ],
 )
 def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, section, key, value, expected):
@@ -102,7 +106,19 @@ def test_flatten():
     }
 
 
-@pytest.mark.parametrize("stage", ["download", "train_gan", "train_vae", "render", "evaluate"])
+def test_gan_variant_applies_its_overrides():
+    faithful = Params().gan.resolved()
+    assert faithful["variant"] == "faithful" and faithful["beta1"] == 0.9 and "variants" not in faithful
+    stable = Params(gan={"variant": "stable"}).gan.resolved()
+    assert stable["variant"] == "stable" and stable["beta1"] == 0.5 and stable["real_label"] == 0.9
+    assert {k: v for k, v in stable.items() if k not in ("variant", "beta1", "real_label")} == {
+        k: v for k, v in faithful.items() if k not in ("variant", "beta1", "real_label")
+    }
+    with pytest.raises(ValueError, match="may not redefine 'faithful'"):
+        Params(gan={"variants": {"faithful": {"lr": 1.0}}})
+
+
+@pytest.mark.parametrize("stage", ["download", "train_classifier", "train_gan", "train_vae", "render", "evaluate"])
 def test_stage_stops_on_bad_params_before_writing(tmp_path, stage):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["gan"]["epochs"] = -3

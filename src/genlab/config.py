@@ -105,7 +105,7 @@ class GanOverrides(Section):
 class GanConfig(Section):
     # "faithful" is the original write-up; any other name applies gan.variants.<name> on top of these values.
     variant: str = "faithful"
-    variants: dict[str, GanOverrides] = {}
+    variants: dict[str, GanOverrides] = {"stable": GanOverrides(beta1=0.5, real_label=0.9)}
     epochs: PositiveInt = 100
     batch_size: PositiveInt = 100
     latent_dim: PositiveInt = 100

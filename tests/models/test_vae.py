@@ -47,3 +47,18 @@ def test_training_steps_lower_the_loss():
         opt.step()
         losses.append(out.loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_iwae_bound_tightens_with_k_and_equals_the_elbo_in_expectation_at_k1():
+    torch.manual_seed(0)
+    vae = VAE(hidden=[32], latent_dim=3)
+    x = torch.rand(400, 784)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        elbo = -vae.loss(x, g).loss.item()
+        k1 = vae.iwae_log_likelihood(x, 1, g).mean().item()
+        k50 = vae.iwae_log_likelihood(x, 50, g).mean().item()
+    # Both k = 1 and the ELBO estimate the same expectation (the KL analytically vs. by sampling).
+    assert abs(k1 - elbo) < 0.01 * abs(elbo)
+    assert k50 > k1  # a tighter (higher) lower bound on log p(x)
+    assert vae.sample_prior(7, g).shape == (7, 3)
