@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint bench check-repro check-repro-workspace
+.PHONY: setup run test lint bench check-repro check-repro-workspace compare
 
 setup: $(STAMP)
 
@@ -42,3 +42,7 @@ check-repro-workspace: $(STAMP)
 ## Training-speed benchmark: samples/s, seconds per epoch, MFU, peak memory.
 bench: $(STAMP)
 	python bench/train_speed.py
+
+## Compare the evaluated runs in mlflow.db: reports/compare/report.{md,html}. RUNS="id id" picks runs.
+compare: $(STAMP)
+	python scripts/compare.py $(if $(RUNS),--runs $(RUNS))

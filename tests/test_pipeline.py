@@ -118,6 +118,9 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         text = (project / tracked).read_text()
         assert str(tmp_path) not in text and not any(rid in text for rid in runs["run_id"])
 
+    # The comparison report shows the values of evaluate.json (what `dvc metrics show` reads) unchanged.
+    check_compare_report(project, env, runs, json.loads((project / p["evaluation"]).read_text()))
+
     # Up to date, and changing only the render section re-runs only render.
     assert "up to date" in run([dvc, "status"], project, env).stdout
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -126,6 +129,26 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     out = run([dvc, "repro"], project, env).stdout
     assert "Running stage 'render'" in out
     assert "Running stage 'train_gan'" not in out and "Running stage 'evaluate'" not in out
+
+
+def check_compare_report(project: Path, env: dict[str, str], runs, evaluation: dict) -> None:
+    from genlab.report import FLOOR, SAMPLE_METRICS, build_report, run_label
+
+    out = run([sys.executable, "scripts/compare.py"], project, env).stdout
+    assert "wrote" in out
+    md = (project / "reports" / "compare" / "report.md").read_text()
+    page = (project / "reports" / "compare" / "report.html").read_text()
+    images = sorted((project / "reports" / "compare" / "images").iterdir())
+    assert sorted(i.name.split("_", 1)[1] for i in images) == ["gan_epoch_002.png", "vae_epoch_002.png"]
+    assert page.count("data:image/png;base64,") == 2 and all(f"images/{i.name}" in md for i in images)
+    assert evaluation["feature_extractor"]["weights_sha256"][:12] in md
+
+    report = build_report(runs, {})
+    for _, r in runs.iterrows():
+        kind, label = r["tags.genlab.model"], run_label(r)
+        for row, name in SAMPLE_METRICS:
+            assert report.metrics.loc[row, label] == evaluation[kind][name], (kind, name)
+            assert report.metrics.loc[row, FLOOR] == evaluation["real"][name], name
 
 
 def test_killed_training_resumes_bit_identical(tmp_path):

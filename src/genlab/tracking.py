@@ -181,6 +181,18 @@ class Tracker:
         with self.run(run_id=run_id):
             yield True
 
-    def runs_frame(self):
-        """All runs of the experiment as a pandas DataFrame (params.*, metrics.*, tags.* columns)."""
-        return self._mlflow.search_runs(experiment_ids=[self.experiment.experiment_id])
+    def runs_frame(self, filter_string: str = ""):
+        """Runs of the experiment as a pandas DataFrame (params.*, metrics.*, tags.* columns), newest first."""
+        return self._mlflow.search_runs(
+            experiment_ids=[self.experiment.experiment_id],
+            filter_string=filter_string,
+            order_by=["attributes.start_time DESC"],
+        )
+
+    def artifact_paths(self, run_id: str, directory: str) -> list[str]:
+        """Paths of the files a run logged under `directory`, sorted."""
+        return sorted(a.path for a in self._mlflow.MlflowClient().list_artifacts(run_id, directory) if not a.is_dir)
+
+    def download_artifact(self, run_id: str, path: str, dst_dir: str | os.PathLike[str]) -> Path:
+        Path(dst_dir).mkdir(parents=True, exist_ok=True)
+        return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst_dir)))

@@ -1,0 +1,180 @@
+"""The comparison report: runs side by side, from the table mlflow.search_runs returns (see tracking.Tracker).
+
+Pure functions of a pandas DataFrame (one row per run, columns run_id, params.*, metrics.*, tags.*) and the
+paths of each run's final image grid; scripts/compare.py does the I/O. The numbers are the runs' MLflow metrics
+unchanged, which the evaluate stage logged from metrics/evaluate.json: the report, `dvc metrics show` and the
+MLflow UI show the same values.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+# (row label, metric name under eval/ and floor/). Arrows say which way is better.
+SAMPLE_METRICS = [
+    ("Domain FID ↓", "fid"),
+    ("Precision ↑ (fidelity)", "precision"),
+    ("Recall ↑ (coverage)", "recall"),
+    ("Classes present, > 2% of samples ↑", "classes_present"),
+    ("Largest class share (uniform: 0.1)", "max_class_share"),
+    ("KL(classes ‖ uniform), nats ↓", "class_kl_uniform"),
+    ("Classifier score ↑ (at most 10)", "classifier_score"),
+    ("C2ST accuracy (indistinguishable: 0.5)", "c2st_accuracy"),
+]
+MODEL_METRICS = [
+    ("GAN: own discriminator's accuracy", "discriminator_accuracy"),
+    ("VAE: test −ELBO, nats/image ↓", "test_loss"),
+    ("VAE: test NLL by IWAE, nats/image ↓", "test_nll_iwae"),
+    ("VAE: BCE floor (pixel entropy), nats/image", "bce_floor_per_image"),
+    ("VAE: reconstruction MSE per pixel ↓", "mse_per_pixel"),
+]
+FLOOR = "real data (floor)"
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: str
+    html: str
+    metrics: pd.DataFrame  # rows: metric labels; columns: run labels and the floor
+    params: pd.DataFrame  # rows: params that differ between runs of one model; columns: run labels
+
+
+def run_label(run: Mapping) -> str:
+    """'gan · gan-stable · 1a2b3c4d': the model, the DVC experiment (or GAN variant) and the run id."""
+    model = run.get("tags.genlab.model") or "?"
+    name = run.get("tags.dvc.exp_name")
+    if not isinstance(name, str) or not name:
+        variant = run.get("params.gan.variant")
+        name = variant if isinstance(variant, str) else run.get("tags.mlflow.runName", "")
+    return f"{model} · {name} · {run['run_id'][:8]}"
+
+
+def _present(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def format_value(v) -> str:
+    if not _present(v):
+        return "—"
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(runs: pd.DataFrame) -> pd.DataFrame:
+    labels = [run_label(r) for _, r in runs.iterrows()]
+    rows = {}
+    for label, name in SAMPLE_METRICS + MODEL_METRICS:
+        values = [r.get(f"metrics.eval/{name}") for _, r in runs.iterrows()]
+        floors = [r.get(f"metrics.floor/{name}") for _, r in runs.iterrows()]
+        floor = next((f for f in floors if _present(f)), None)
+        if any(_present(v) for v in values):
+            rows[label] = [*values, floor]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=[*labels, FLOOR])
+
+
+def params_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Params whose values differ between runs of the same model; '—' where a param does not apply."""
+    labels = [run_label(r) for _, r in runs.iterrows()]
+    differing = []
+    for column in sorted(c for c in runs.columns if c.startswith("params.")):
+        for _, group in runs.groupby("tags.genlab.model"):
+            values = {str(v) for v in group[column] if _present(v)}
+            if len(values) > 1:
+                differing.append(column)
+                break
+    table = runs[differing].T if differing else pd.DataFrame(index=[], columns=range(len(runs)))
+    table.index = [c.removeprefix("params.") for c in differing]
+    table.columns = labels
+    return table
+
+
+def feature_extractor_note(runs: pd.DataFrame) -> tuple[str, bool]:
+    """One line naming the classifier the metrics were computed with; False if the runs used different ones."""
+    hashes = sorted({h for h in runs.get("tags.genlab.classifier_sha256", pd.Series(dtype=str)) if _present(h)})
+    accs = sorted({a for a in runs.get("metrics.eval/classifier_test_accuracy", pd.Series(dtype=float)) if _present(a)})
+    acc = ", ".join(f"{a:.4f}" for a in accs) or "unknown"
+    shown = ", ".join(h[:12] for h in hashes) or "unknown"
+    return f"Feature extractor: MNIST CNN, test accuracy {acc}, weights sha256 {shown}.", len(hashes) <= 1
+
+
+def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
+    header = [index_name, *df.columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in df.iterrows():
+        lines.append("| " + " | ".join([str(index), *(format_value(v) for v in row)]) + " |")
+    return "\n".join(lines)
+
+
+def _html_table(df: pd.DataFrame, index_name: str) -> str:
+    shown = df.map(format_value)
+    shown.index.name = index_name
+    return shown.to_html(escape=True, border=0, classes="runs")
+
+
+def build_report(runs: pd.DataFrame, grids: Mapping[str, Path], *, image_dir: str = "images") -> Report:
+    """runs: the selected runs (newest first); grids: run_id -> the run's final image grid (PNG), if any."""
+    metrics = metrics_table(runs)
+    params = params_table(runs)
+    note, consistent = feature_extractor_note(runs)
+    warning = (
+        ""
+        if consistent
+        else "**Warning:** these runs were scored with different feature extractors; their FID, precision and"
+        " recall do not compare."
+    )
+    labels = {r["run_id"]: run_label(r) for _, r in runs.iterrows()}
+    md = ["# genlab: run comparison", "", note, ""]
+    if warning:
+        md += [warning, ""]
+    md += [
+        "## Metrics",
+        "",
+        "Samples: 10,000 per model against the 10,000 test images; the floor scores real training images the same"
+        " way. Arrows say which way is better.",
+        "",
+        _markdown_table(metrics, "metric"),
+        "",
+        "## Params that differ",
+        "",
+        _markdown_table(params, "param") if len(params) else "No params differ between runs of the same model.",
+        "",
+        "## Final grids",
+        "",
+    ]
+    for run_id, path in grids.items():
+        md += [f"**{labels[run_id]}**", "", f"![{labels[run_id]}]({image_dir}/{path.name})", ""]
+
+    figures = "".join(
+        f"<figure><img src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
+        f"<figcaption>{html.escape(labels[run_id])}</figcaption></figure>"
+        for run_id, path in grids.items()
+    )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>genlab: run comparison</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; }}
+table.runs {{ border-collapse: collapse; }}
+table.runs td, table.runs th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
+table.runs th:first-child, table.runs tbody th {{ text-align: left; }}
+figure {{ display: inline-block; margin: 0 1em 1em 0; }}
+img {{ image-rendering: pixelated; }}
+</style></head><body>
+<h1>genlab: run comparison</h1>
+<p>{html.escape(note)}</p>{f"<p><strong>{html.escape(warning.strip('*'))}</strong></p>" if warning else ""}
+<h2>Metrics</h2>
+{_html_table(metrics, "metric")}
+<h2>Params that differ</h2>
+{_html_table(params, "param") if len(params) else "<p>No params differ between runs of the same model.</p>"}
+<h2>Final grids</h2>
+{figures}
+</body></html>
+"""
+    return Report(markdown="\n".join(md), html=page, metrics=metrics, params=params)
