@@ -38,7 +38,7 @@ from genlab.repro import (  # noqa: E402
     report,
 )
 
-METRIC_PATHS = ("gan_summary", "vae_summary", "evaluation", "gan_history", "vae_history")
+METRIC_PATHS = ("classifier_summary", "gan_summary", "vae_summary", "evaluation", "gan_history", "vae_history")
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

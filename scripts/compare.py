@@ -11,11 +11,13 @@ The tracking store is the repo's own (or GENLAB_TRACKING_URI / GENLAB_EXPERIMENT
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 import genlab  # noqa: E402, F401  first: sets OpenMP's wait policy before torch loads
 

@@ -159,11 +159,12 @@ def test_killed_training_resumes_bit_identical(tmp_path):
     train = [sys.executable, "pipeline/train_gan.py"]
 
     straight = make_project(tmp_path / "straight", params)
-    run([sys.executable, "pipeline/download.py"], straight, env)
+    killed = make_project(tmp_path / "killed", params)
+    for project in (straight, killed):
+        for stage in ("download", "train_classifier"):
+            run([sys.executable, f"pipeline/{stage}.py"], project, env)
     run(train, straight, env)
 
-    killed = make_project(tmp_path / "killed", params)
-    run([sys.executable, "pipeline/download.py"], killed, env)
     proc = subprocess.Popen(train, cwd=killed, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state_dir = killed / ".genlab" / "state"
     deadline = time.monotonic() + 120
@@ -182,6 +183,7 @@ def test_killed_training_resumes_bit_identical(tmp_path):
         assert sha256(straight / path) == sha256(killed / path), key
     assert not list(state_dir.glob("gan-*")), "finished runs leave no resumable state behind"
     _, runs = mlflow_runs(killed)
+    runs = runs[runs["tags.genlab.model"] == "gan"].reset_index()
     assert len(runs) == 1 and runs.loc[0, "status"] == "FINISHED"  # the resumed run continued the same MLflow run
 
 
@@ -190,6 +192,9 @@ def test_short_run_on_real_mnist(tmp_path):
     params = yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())
     params["gan"]["epochs"] = params["vae"]["epochs"] = 1
     params["render"]["epochs"] = [1]
+    # A 1-epoch classifier (about 98%) and a smaller evaluation keep this under two minutes.
+    params["classifier"].update(epochs=1, min_test_accuracy=0.95)
+    params["evaluate"].update(num_samples=2000, c2st_epochs=1, iwae_samples=10)
     project = make_project(tmp_path / "project", params)
     env = {**stage_env(MNIST_MIRROR), "GENLAB_THREADS": "0"}
     run([bin_path("dvc"), "repro"], project, env)
@@ -198,6 +203,14 @@ def test_short_run_on_real_mnist(tmp_path):
     # One epoch on real MNIST already gets the VAE well below the ~540 nats of an untrained model.
     assert evaluation["vae"]["test_loss"] < 200
     assert 0 <= evaluation["gan"]["discriminator_accuracy"] <= 1 and evaluation["gan"]["num_generated"] == 10000
+    # Real digits score near the ideal; one epoch of either model is far from it.
+    real, gan, vae = evaluation["real"], evaluation["gan"], evaluation["vae"]
+    assert evaluation["feature_extractor"]["test_accuracy"] >= 0.95
+    assert real["classes_present"] == 10 and real["classifier_score"] > 9 and 0.45 < real["c2st_accuracy"] < 0.6
+    for model in (gan, vae):
+        assert model["num_samples"] == 2000
+        assert model["fid"] > 5 * real["fid"] and model["c2st_accuracy"] > real["c2st_accuracy"]
+    assert 0 < vae["bce_floor_per_image"] < vae["test_nll_iwae"] <= vae["test_loss"] + 1
 
 
 def experiments_of(shown) -> dict[str, dict]:

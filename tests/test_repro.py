@@ -80,7 +80,9 @@ def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_
     profile = project / "profiles" / "tiny"
     profile.mkdir(parents=True)
     full = tiny_params(sha, epochs=1)
-    (profile / "params.yaml").write_text(yaml.safe_dump({k: full[k] for k in ("data", "gan", "vae", "render")}))
+    (profile / "params.yaml").write_text(
+        yaml.safe_dump({k: full[k] for k in ("data", "classifier", "gan", "vae", "render", "evaluate")})
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_"))}
     env.update(GENLAB_DATA_MIRROR=str(mirror), GENLAB_OFFLINE="1", GENLAB_THREADS="1")
     check = [sys.executable, "scripts/check_repro.py", "--profile", "tiny"]

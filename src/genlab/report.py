@@ -52,8 +52,8 @@ def run_label(run: Mapping) -> str:
     name = run.get("tags.dvc.exp_name")
     if not isinstance(name, str) or not name:
         variant = run.get("params.gan.variant")
-        name = variant if isinstance(variant, str) else run.get("tags.mlflow.runName", "")
-    return f"{model} · {name} · {run['run_id'][:8]}"
+        name = variant if isinstance(variant, str) else ""
+    return " · ".join(part for part in (model, name, run["run_id"][:8]) if part)
 
 
 def _present(v) -> bool:
@@ -115,7 +115,7 @@ def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
 
 def _html_table(df: pd.DataFrame, index_name: str) -> str:
     shown = df.map(format_value)
-    shown.index.name = index_name
+    shown.columns.name = index_name  # top-left cell, rather than an extra header row
     return shown.to_html(escape=True, border=0, classes="runs")
 
 
@@ -148,9 +148,16 @@ def build_report(runs: pd.DataFrame, grids: Mapping[str, Path], *, image_dir: st
         "",
         "## Final grids",
         "",
+        "The last rendered epoch of each run: GAN samples from the fixed noise, VAE reconstructions of fixed test"
+        " images.",
+        "",
     ]
-    for run_id, path in grids.items():
-        md += [f"**{labels[run_id]}**", "", f"![{labels[run_id]}]({image_dir}/{path.name})", ""]
+    if grids:
+        md += [
+            "| " + " | ".join(labels[r] for r in grids) + " |",
+            "|" + "---|" * len(grids),
+            "| " + " | ".join(f"![{labels[r]}]({image_dir}/{p.name})" for r, p in grids.items()) + " |",
+        ]
 
     figures = "".join(
         f"<figure><img src='data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}'>"
@@ -165,15 +172,17 @@ table.runs {{ border-collapse: collapse; }}
 table.runs td, table.runs th {{ padding: 4px 10px; border-bottom: 1px solid #ddd; text-align: right; }}
 table.runs th:first-child, table.runs tbody th {{ text-align: left; }}
 figure {{ display: inline-block; margin: 0 1em 1em 0; }}
-img {{ image-rendering: pixelated; }}
+img {{ width: 360px; image-rendering: pixelated; }}
 </style></head><body>
 <h1>genlab: run comparison</h1>
-<p>{html.escape(note)}</p>{f"<p><strong>{html.escape(warning.strip('*'))}</strong></p>" if warning else ""}
+<p>{html.escape(note)}</p>{f"<p><strong>{html.escape(warning.replace('**', ''))}</strong></p>" if warning else ""}
 <h2>Metrics</h2>
 {_html_table(metrics, "metric")}
 <h2>Params that differ</h2>
 {_html_table(params, "param") if len(params) else "<p>No params differ between runs of the same model.</p>"}
 <h2>Final grids</h2>
+<p>The last rendered epoch of each run: GAN samples from the fixed noise, VAE reconstructions of fixed test
+images.</p>
 {figures}
 </body></html>
 """
