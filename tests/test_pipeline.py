@@ -81,8 +81,11 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     assert 0 <= evaluation["gan"]["discriminator_accuracy"] <= 1
     assert evaluation["vae"]["mse_per_pixel"] > 0 and evaluation["vae"]["test_loss"] > 0
     assert files[p["gan_summary"]]["data"]["epoch"] == 2
-    # The plots resolve (CSV histories with x = epoch, figure images).
-    run([dvc, "plots", "show", "--json"], project, env)
+    # The plots resolve (CSV histories with x = epoch, figure images, the diagnostics on their own axes).
+    plots = json.loads(run([dvc, "plots", "show", "--json"], project, env).stdout)
+    plots = plots.get("data", plots)
+    assert {p["gan_history"], p["vae_history"], f"{p['figures']}/gan_progression.png"} <= set(plots)
+    assert sum(name.startswith(("GAN diagnostics", "VAE diagnostics")) for name in plots) == 2
 
     # Both runs are in the repo's own mlflow.db, with metrics, images, figures, the model and the tags.
     exp, all_runs = mlflow_runs(project)
