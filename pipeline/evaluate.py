@@ -21,7 +21,7 @@ from genlab.evaluate import (
     vae_samples,
 )
 from genlab.io import atomic_write_json
-from genlab.metrics import sample_metrics
+from genlab.metrics import RealReference, sample_metrics
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
 from genlab.train import build_gan, build_vae, load_checkpoint, load_classifier
@@ -50,18 +50,10 @@ def main(params_path: str = "params.yaml") -> None:
         "vae": vae_samples(vae, n, seed=seed, batch_size=cfg.batch_size),
     }
     metrics: dict = {"feature_extractor": feature_extractor}
+    reference = RealReference(classifier, test, knn_k=cfg.knn_k, batch_size=cfg.batch_size)
     for name, images in candidates.items():
         print(f"evaluate: sample metrics of {name} ({images.shape[0]} images vs {test.shape[0]} test images)")
-        metrics[name] = sample_metrics(
-            classifier,
-            test,
-            images,
-            knn_k=cfg.knn_k,
-            c2st_epochs=cfg.c2st_epochs,
-            c2st_lr=cfg.c2st_lr,
-            seed=seed,
-            batch_size=cfg.batch_size,
-        )
+        metrics[name] = sample_metrics(reference, images, c2st_epochs=cfg.c2st_epochs, c2st_lr=cfg.c2st_lr, seed=seed)
     metrics["gan"].update(discriminator_accuracy(gan, test * 2 - 1, seed=seed, batch_size=cfg.batch_size))
     metrics["vae"].update(vae_reconstruction(vae, test, seed=seed, batch_size=cfg.batch_size))
     metrics["vae"].update(vae_log_likelihood(vae, test, k=cfg.iwae_samples, seed=seed))
@@ -89,7 +81,6 @@ def scalars(values: dict) -> dict[str, float]:
         elif isinstance(v, int | float):
             out[k] = float(v)
     return out
-
 
 if __name__ == "__main__":
     main()

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from genlab.metrics import (
+    RealReference,
     class_coverage,
     classifier_score,
     pixel_entropy,
@@ -53,9 +54,10 @@ def classifier() -> Classifier:
 @pytest.fixture(scope="module")
 def metrics_of(classifier):
     test, _ = digits(N, seed=2)
+    reference = RealReference(classifier, test, knn_k=3, batch_size=200)
 
     def compute(fake: torch.Tensor) -> dict:
-        return sample_metrics(classifier, test, fake, knn_k=3, c2st_epochs=2, c2st_lr=3e-3, seed=0, batch_size=200)
+        return sample_metrics(reference, fake, c2st_epochs=2, c2st_lr=3e-3, seed=0)
 
     return compute
 

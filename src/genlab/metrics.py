@@ -75,19 +75,6 @@ def sample_diagnostics(classifier: Classifier, images: torch.Tensor) -> dict[str
     }
 
 
-def frechet_distance(classifier: Classifier, real: torch.Tensor, fake: torch.Tensor, batch_size: int = 1000) -> float:
-    """FID in the classifier's feature space, by torchmetrics (float64 statistics)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance  # slow import: only where it is used
-
-    classifier.eval()
-    fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), reset_real_features=True).to(real.device)
-    with torch.no_grad():
-        for images, is_real in ((real, True), (fake, False)):
-            for i in range(0, images.shape[0], batch_size):
-                fid.update(images[i : i + batch_size], real=is_real)
-        return float(fid.compute())
-
-
 def _kth_neighbour_radii(feats: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
     """Distance from each row to its k-th nearest other row, [N]."""
     radii = []
@@ -106,6 +93,16 @@ def _inside_manifold(queries: torch.Tensor, support: torch.Tensor, radii: torch.
     return torch.cat(inside)
 
 
+def _precision_recall(
+    real: torch.Tensor, real_radii: torch.Tensor, fake: torch.Tensor, k: int, chunk: int
+) -> dict[str, float]:
+    fake_radii = _kth_neighbour_radii(fake, k, chunk)
+    return {
+        "precision": float(_inside_manifold(fake, real, real_radii, chunk).double().mean()),
+        "recall": float(_inside_manifold(real, fake, fake_radii, chunk).double().mean()),
+    }
+
+
 @torch.no_grad()
 def precision_recall(
     real_features: torch.Tensor, fake_features: torch.Tensor, k: int = 3, chunk: int = 1000
@@ -113,13 +110,41 @@ def precision_recall(
     """Improved precision and recall (Kynkäänniemi et al. 2019, sec. 3): each set's manifold is the union of balls
     reaching each point's k-th nearest neighbour. Precision: share of generated samples inside the real manifold.
     Recall: share of real images inside the generated manifold. Features are double precision for exact ties."""
-    real, fake = real_features.double(), fake_features.double()
-    real_radii = _kth_neighbour_radii(real, k, chunk)
-    fake_radii = _kth_neighbour_radii(fake, k, chunk)
-    return {
-        "precision": float(_inside_manifold(fake, real, real_radii, chunk).double().mean()),
-        "recall": float(_inside_manifold(real, fake, fake_radii, chunk).double().mean()),
-    }
+    real = real_features.double()
+    return _precision_recall(real, _kth_neighbour_radii(real, k, chunk), fake_features.double(), k, chunk)
+
+
+class RealReference:
+    """The real images' side of the sample metrics, computed once and shared by every set scored against them:
+    their FID statistics, their features and their k-NN radii (a full classifier pass each, and a 10k x 10k
+    distance matrix)."""
+
+    def __init__(self, classifier: Classifier, images: torch.Tensor, *, knn_k: int, batch_size: int = 1000):
+        from torchmetrics.image.fid import FrechetInceptionDistance  # slow import: only where it is used
+
+        self.classifier, self.images, self.knn_k, self.batch_size = classifier, images, knn_k, batch_size
+        classifier.eval()
+        # FID by torchmetrics (float64 statistics). reset_real_features=False: reset() clears only the fake side.
+        self.fid = FrechetInceptionDistance(feature=ClassifierFeatures(classifier), reset_real_features=False)
+        self.fid = self.fid.to(images.device)
+        with torch.no_grad():
+            for i in range(0, images.shape[0], batch_size):
+                self.fid.update(images[i : i + batch_size], real=True)
+        self.features = features(classifier, images, batch_size).double()
+        self.radii = _kth_neighbour_radii(self.features, knn_k, chunk=batch_size)
+
+    @torch.no_grad()
+    def frechet_distance(self, fake: torch.Tensor) -> float:
+        """FID in the classifier's feature space between these real images and `fake`."""
+        self.fid.reset()
+        for i in range(0, fake.shape[0], self.batch_size):
+            self.fid.update(fake[i : i + self.batch_size], real=False)
+        return float(self.fid.compute())
+
+    @torch.no_grad()
+    def precision_recall(self, fake: torch.Tensor) -> dict[str, float]:
+        fake_features = features(self.classifier, fake, self.batch_size).double()
+        return _precision_recall(self.features, self.radii, fake_features, self.knn_k, chunk=self.batch_size)
 
 
 def two_sample_accuracy(
@@ -155,25 +180,20 @@ def two_sample_accuracy(
 
 
 def sample_metrics(
-    classifier: Classifier,
-    real: torch.Tensor,
-    fake: torch.Tensor,
-    *,
-    knn_k: int,
-    c2st_epochs: int,
-    c2st_lr: float,
-    seed: int,
-    batch_size: int = 1000,
+    reference: RealReference, fake: torch.Tensor, *, c2st_epochs: int, c2st_lr: float, seed: int
 ) -> dict[str, Any]:
-    """All sample metrics of `fake` against `real` (both [N, 784] in [0, 1])."""
-    probs = class_probabilities(classifier, fake, batch_size)
+    """All sample metrics of `fake` ([N, 784] in [0, 1]) against the reference's real images."""
+    classifier = reference.classifier
+    probs = class_probabilities(classifier, fake, reference.batch_size)
     channels = (classifier.conv1.out_channels, classifier.conv2.out_channels)
     return {
-        "fid": frechet_distance(classifier, real, fake, batch_size),
-        **precision_recall(features(classifier, real, batch_size), features(classifier, fake, batch_size), k=knn_k),
+        "fid": reference.frechet_distance(fake),
+        **reference.precision_recall(fake),
         "classifier_score": classifier_score(probs),
         **class_coverage(probs),
-        "c2st_accuracy": two_sample_accuracy(real, fake, channels=channels, epochs=c2st_epochs, lr=c2st_lr, seed=seed),
+        "c2st_accuracy": two_sample_accuracy(
+            reference.images, fake, channels=channels, epochs=c2st_epochs, lr=c2st_lr, seed=seed
+        ),
         "num_samples": int(fake.shape[0]),
     }
 
