@@ -10,7 +10,7 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-from genlab.config import Runtime, load_params
+from genlab.config import Runtime, flatten, load_params
 from genlab.data import load_split, to_flat_float
 from genlab.evaluate import (
     discriminator_accuracy,
@@ -73,14 +73,9 @@ def main(params_path: str = "params.yaml") -> None:
 
 
 def scalars(values: dict) -> dict[str, float]:
-    """Numbers only, nested dicts flattened with dots (class_share.3)."""
-    out: dict[str, float] = {}
-    for k, v in values.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": float(vv) for kk, vv in v.items()})
-        elif isinstance(v, int | float):
-            out[k] = float(v)
-    return out
+    """The numbers only, nested dicts flattened with dots (class_share.3)."""
+    return {k: float(v) for k, v in flatten(values).items() if isinstance(v, int | float)}
+
 
 if __name__ == "__main__":
     main()
