@@ -6,14 +6,12 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-import torch
-
 from genlab.config import Runtime, flatten, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.io import atomic_torch_save, atomic_write_json, weights_sha256
 from genlab.runtime import setup_torch
 from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
-from genlab.train import CHECKPOINT_FORMAT, build_classifier, make_generator, predict_logits, train_classifier
+from genlab.train import build_classifier, checkpoint_header, make_generator, predict_logits, train_classifier
 
 
 def main(params_path: str = "params.yaml") -> None:
@@ -57,10 +55,7 @@ def main(params_path: str = "params.yaml") -> None:
                 " (classifier.epochs) or lower the threshold for a dataset it cannot reach."
             )
         state = {
-            "format": CHECKPOINT_FORMAT,
-            "kind": "classifier",
-            "genlab_version": genlab.__version__,
-            "torch_version": torch.__version__.split("+")[0],
+            **checkpoint_header("classifier"),
             "config": config,
             "model": model.state_dict(),
             **summary,

@@ -30,6 +30,16 @@ from genlab.models.vae import VAE
 CHECKPOINT_FORMAT = 1
 
 
+def checkpoint_header(kind: str) -> dict[str, Any]:
+    """The fields every genlab checkpoint starts with: its format, what it holds and what wrote it."""
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "kind": kind,
+        "genlab_version": genlab.__version__,
+        "torch_version": torch.__version__.split("+")[0],
+    }
+
+
 def make_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
     """An independent, reproducible random stream: (seed, stream) -> generator."""
     g = torch.Generator(device=device)
@@ -138,10 +148,7 @@ class Trainer(ABC):
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            "format": CHECKPOINT_FORMAT,
-            "kind": self.kind,
-            "genlab_version": genlab.__version__,
-            "torch_version": torch.__version__.split("+")[0],
+            **checkpoint_header(self.kind),
             "config": self.config,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
