@@ -2,6 +2,7 @@
 
     python bench/train_speed.py                # genlab's trainers at the params.yaml defaults
     python bench/train_speed.py --baseline     # also a typical implementation, for the before/after ratio
+    python bench/train_speed.py --contention   # also with one busy process beside it (CPU): the slow-down
 
 Times a fixed number of optimiser steps after warm-up, on random data shaped like MNIST (speed does not depend
 on pixel values). MFU counts only the matmul FLOPs a step needs (from the layer sizes), divided by the dense
@@ -14,6 +15,8 @@ import argparse
 import os
 import platform
 import resource
+import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -114,18 +117,54 @@ def data_path_seconds(data: torch.Tensor, batch_size: int, device: torch.device,
     return (time.perf_counter() - t) / steps
 
 
-def report(name: str, step_s: float, batch: int, flops: int, peak: float, data_s: float | None, extra_epoch_s=0.0):
-    samples_s = batch / step_s
+def timed_rounds(
+    runs: dict[str, Callable[[int], None]], steps: int, rounds: int, device: torch.device
+) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per step of each run in each round, and the matmul peak next to each round (the mean of the
+    measurements before and after it). A VM's speed drifts by tens of percent within a minute when its host is
+    busy; dividing each round's rate by the peak measured beside it keeps MFU from absorbing that drift."""
+    chunk = max(steps // rounds, 1)
+    step_s: dict[str, list[float]] = {name: [] for name in runs}
+    peaks = []
+    before = matmul_peak(device, repeats=2)
+    for _ in range(rounds):
+        for name, run in runs.items():
+            step_s[name].append(time_steps(run, chunk, 0, device))
+        after = matmul_peak(device, repeats=2)
+        peaks.append((before + after) / 2)
+        before = after
+    return step_s, peaks
+
+
+def report(
+    name: str,
+    step_s: list[float],
+    peaks: list[float],
+    batch: int,
+    flops: int,
+    data_s: float | None,
+    extra_epoch_s: float = 0.0,
+) -> float:
+    """One line per model: median over rounds of samples/s and of MFU (each round against its own peak)."""
+    samples_s = batch / statistics.median(step_s)
     epoch_s = TRAIN_SIZE / samples_s + extra_epoch_s
     rate = flops * samples_s
+    mfu = [flops * batch / s / peak for s, peak in zip(step_s, peaks, strict=True)]
     line = (
         f"{name:<22} {samples_s:>10,.0f} samples/s  {epoch_s:>7.2f} s/epoch  {flops / 1e6:>6.1f} MFLOP/sample"
-        f"  {rate / 1e9:>8.1f} GFLOP/s  MFU {rate / peak:>5.1%}"
+        f"  {rate / 1e9:>8.1f} GFLOP/s  MFU {statistics.median(mfu):>5.1%} ({min(mfu):.1%}-{max(mfu):.1%})"
     )
     if data_s is not None:
-        line += f"  data path {data_s / step_s:>5.1%} of step"
+        line += f"  data path {data_s / statistics.median(step_s):>5.1%} of step"
     print(line, flush=True)
     return samples_s
+
+
+def print_peaks(peaks: list[float]) -> None:
+    print(
+        f"dense fp32 matmul peak (2048^3, same threads), beside each round: median"
+        f" {statistics.median(peaks) / 1e9:,.1f} GFLOP/s ({min(peaks) / 1e9:,.1f}-{max(peaks) / 1e9:,.1f})"
+    )
 
 
 # --- a typical implementation (the "before"), for the ratio ----------------------------------------------------
@@ -203,7 +242,11 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--steps", type=int, default=150, help="timed optimiser steps per model")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds, each beside its own peak measurement")
     parser.add_argument("--baseline", action="store_true", help="also time a typical implementation (CPU)")
+    parser.add_argument(
+        "--contention", action="store_true", help="also time genlab's steps with one busy process beside them (CPU)"
+    )
     args = parser.parse_args()
 
     params, runtime = load_params(args.params), Runtime()
@@ -219,9 +262,6 @@ def main() -> None:
             f"CPU {cpu}, {threads} threads of {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
         )
     print(f"genlab train_speed: {what}; torch {torch.__version__}, Python {platform.python_version()}")
-    peak = matmul_peak(device)
-    print(f"dense fp32 matmul peak (2048^3, same threads): {peak / 1e9:,.1f} GFLOP/s")
-
     gan_cfg, vae_cfg = params.gan.model_dump(), params.vae.model_dump()
     n = max(args.steps + args.warmup, 1) * max(gan_cfg["batch_size"], vae_cfg["batch_size"])
     raw = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
@@ -273,20 +313,18 @@ def main() -> None:
     sync(device)
     vae_eval_s = (time.perf_counter() - t) * (10_000 / test.shape[0])
 
-    gan_step = time_steps(lambda s: steps_of(gan_trainer, s), args.steps, args.warmup, device)
-    vae_step = time_steps(lambda s: steps_of(vae_trainer, s), args.steps, args.warmup, device)
+    genlab_runs = {"gan": lambda s: steps_of(gan_trainer, s), "vae": lambda s: steps_of(vae_trainer, s)}
+    for run in genlab_runs.values():
+        run(args.warmup)
+    step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device)
     gan_data = data_path_seconds(flat, gan_cfg["batch_size"], device, args.steps)
     vae_data = data_path_seconds(flat, vae_cfg["batch_size"], device, args.steps)
+    print_peaks(peaks)
     print()
-    gan_rate = report("GAN (genlab)", gan_step, gan_cfg["batch_size"], gan_flops_per_sample(gan), peak, gan_data)
+    gan_flops, vae_flops = gan_flops_per_sample(gan), vae_flops_per_sample(vae)
+    gan_rate = report("GAN (genlab)", step_s["gan"], peaks, gan_cfg["batch_size"], gan_flops, gan_data)
     vae_rate = report(
-        "VAE (genlab)",
-        vae_step,
-        vae_cfg["batch_size"],
-        vae_flops_per_sample(vae),
-        peak,
-        vae_data,
-        extra_epoch_s=vae_eval_s,
+        "VAE (genlab)", step_s["vae"], peaks, vae_cfg["batch_size"], vae_flops, vae_data, extra_epoch_s=vae_eval_s
     )
 
     if args.baseline:
@@ -294,13 +332,37 @@ def main() -> None:
             sys.exit("--baseline times the typical CPU implementation; run it with GENLAB_DEVICE=cpu")
         base_images = raw[: (args.steps + args.warmup) * 64]
         torch.manual_seed(0)
-        step = time_steps(baseline_gan_steps(gan_cfg, base_images), args.steps, args.warmup, device)
-        base_gan = report("GAN (typical, bs 64)", step, 64, gan_flops_per_sample(gan), peak, None)
-        step = time_steps(baseline_vae_steps(vae_cfg, base_images), args.steps, args.warmup, device)
+        base_runs = {"gan": baseline_gan_steps(gan_cfg, base_images), "vae": baseline_vae_steps(vae_cfg, base_images)}
+        for run in base_runs.values():
+            run(args.warmup)
+        base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device)
+        base_gan = report("GAN (typical, bs 64)", base_s["gan"], base_peaks, 64, gan_flops, None)
         base_vae = report(
-            "VAE (typical, bs 64)", step, 64, vae_flops_per_sample(vae), peak, None, extra_epoch_s=vae_eval_s
+            "VAE (typical, bs 64)", base_s["vae"], base_peaks, 64, vae_flops, None, extra_epoch_s=vae_eval_s
         )
         print(f"\nspeed-up in samples/s: GAN {gan_rate / base_gan:.2f}x, VAE {vae_rate / base_vae:.2f}x")
+
+    if args.contention:
+        if device.type != "cpu":
+            sys.exit("--contention measures CPU threading; run it with GENLAB_DEVICE=cpu")
+        # One process that wants a whole core, as a test suite or a second experiment would. On this 2-core
+        # machine it takes half the machine away, so 2x is the fair slow-down; far above 2x means the threads
+        # fight (spinning OpenMP waits).
+        busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            time.sleep(0.5)
+            busy_s, _ = timed_rounds(genlab_runs, args.steps, args.rounds, device)
+        finally:
+            busy.kill()
+            busy.wait()
+        gan_busy, vae_busy = statistics.median(busy_s["gan"]), statistics.median(busy_s["vae"])
+        gan_idle, vae_idle = statistics.median(step_s["gan"]), statistics.median(step_s["vae"])
+        print(
+            f"\nwith one busy process beside it (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}):"
+            f" GAN {TRAIN_SIZE / gan_cfg['batch_size'] * gan_busy:.2f} s/epoch ({gan_busy / gan_idle:.2f}x idle),"
+            f" VAE {TRAIN_SIZE / vae_cfg['batch_size'] * vae_busy + vae_eval_s:.2f} s/epoch"
+            f" ({vae_busy / vae_idle:.2f}x idle, steps only)"
+        )
 
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"\npeak host memory (max RSS of this process): {peak_rss:.2f} GiB")

@@ -1,0 +1,63 @@
+"""bench/train_speed.py: its FLOP counts against torch's own count of one real training step, and a short run."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+from torch.utils.flop_counter import FlopCounterMode
+
+from .conftest import REPO
+from .test_train import gan_trainer, vae_trainer
+
+SCRIPT = REPO / "bench" / "train_speed.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def counted_flops(trainer) -> int:
+    """Matmul FLOPs torch dispatches for one epoch of `trainer` (forward and backward, as executed)."""
+    with FlopCounterMode(display=False) as counter:
+        trainer.train_epoch()
+    return counter.get_total_flops()
+
+
+def test_gan_flops_per_sample_equal_what_a_training_step_executes():
+    bench = load_bench()
+    trainer = gan_trainer()  # 200 images, batch 50: 4 steps
+    assert counted_flops(trainer) == bench.gan_flops_per_sample(trainer.gan) * 200
+
+
+def test_vae_flops_per_sample_equal_what_a_training_step_executes():
+    bench = load_bench()
+    trainer = vae_trainer()
+    trainer.test = trainer.test[:0]  # the per-epoch test pass is not part of the training step
+    n = trainer.data.shape[0]
+    assert counted_flops(trainer) == bench.vae_flops_per_sample(trainer.vae) * n
+
+
+def test_a_short_benchmark_run_prints_every_figure():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--steps", "4", "--warmup", "1", "--rounds", "2", "--baseline", "--contention"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    assert re.search(r"genlab train_speed: CPU .*, \d+ threads of \d+ cores, OMP_WAIT_POLICY=", text)
+    for name in ("GAN (genlab)", "VAE (genlab)", "GAN (typical, bs 64)", "VAE (typical, bs 64)"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(name))
+        mfu = float(re.search(r"MFU\s+([\d.]+)%", line).group(1))
+        assert 0 < mfu < 150, line
+    assert "speed-up in samples/s" in text
+    assert re.search(r"with one busy process beside it .*GAN [\d.]+ s/epoch \([\d.]+x idle\)", text)
+    assert "peak host memory" in text
