@@ -8,8 +8,8 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
-from genlab.metrics import sample_diagnostics
 from genlab.runtime import setup_torch
 from genlab.train import GanTrainer, build_gan, load_classifier
 

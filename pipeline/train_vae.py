@@ -11,8 +11,8 @@ from torch import nn
 
 from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
-from genlab.metrics import sample_diagnostics
 from genlab.runtime import setup_torch
 from genlab.train import VaeTrainer, build_vae, load_classifier, to_uint8_images
 

@@ -9,16 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genlab.metrics import (
-    RealReference,
-    class_coverage,
-    classifier_score,
-    pixel_entropy,
-    precision_recall,
-    sample_diagnostics,
-    sample_metrics,
-    two_sample_accuracy,
-)
+from genlab.diagnostics import class_coverage, classifier_score, sample_diagnostics
+from genlab.metrics import RealReference, pixel_entropy, precision_recall, sample_metrics, two_sample_accuracy
 from genlab.models.classifier import Classifier
 from genlab.train import make_generator, predict_logits, train_classifier
 

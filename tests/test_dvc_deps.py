@@ -1,0 +1,80 @@
+"""dvc.yaml's deps: each stage depends on the genlab modules its script imports, and on no other.
+
+A missing dep means an edit that changes a stage's outputs would not rerun it; an extra one means an edit that
+cannot change them reruns it (for the training stages, 100 epochs). The omissions below are deliberate and
+listed with their reason, so that a new import is a decision, not an accident.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO
+
+# Imported everywhere but never shape a stage's outputs: the version string and the OpenMP policy; parameter
+# validation (the values themselves are tracked under params:); MLflow logging.
+NEVER_DEPS = {"src/genlab/__init__.py", "src/genlab/config.py", "src/genlab/tracking.py"}
+# Imported by a module the stage uses, for code the stage does not run.
+NOT_RUN = {
+    "train_classifier": {"src/genlab/models/gan.py", "src/genlab/models/vae.py"},  # trainers in train.py
+    "train_gan": {"src/genlab/models/vae.py", "src/genlab/render.py"},  # render: MLflow preview images only
+    "train_vae": {"src/genlab/models/gan.py", "src/genlab/render.py"},
+}
+
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def genlab_imports(path: Path) -> set[str]:
+    """Repository paths of the genlab modules `path` imports, at any depth of its code."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] != "genlab":
+                continue
+            base = REPO / "src" / Path(*name.split("."))
+            for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+                if candidate.exists():
+                    found.add(candidate.relative_to(REPO).as_posix())
+    return found
+
+
+def imported_closure(script: str) -> set[str]:
+    """Modules `script` imports, directly or through others; not followed through NEVER_DEPS, whose own imports
+    serve them (config.py imports data.py to validate dataset names)."""
+    seen: set[str] = set()
+    todo = [script]
+    while todo:
+        for module in genlab_imports(REPO / todo.pop()):
+            if module not in seen:
+                seen.add(module)
+                if module not in NEVER_DEPS:
+                    todo.append(module)
+    return seen
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_depends_on_exactly_the_modules_it_runs(stage: str):
+    spec = STAGES[stage]
+    script = re.search(r"pipeline/\w+\.py", spec["cmd"]).group(0)
+    assert script in spec["deps"], f"{stage}: its script {script} is not a dep"
+    declared = {d for d in spec["deps"] if d.startswith("src/")}
+    expected = imported_closure(script) - NEVER_DEPS - NOT_RUN.get(stage, set())
+    assert declared - expected == set(), f"{stage}: stale deps {sorted(declared - expected)}"
+    assert expected - declared == set(), f"{stage}: imported but not deps {sorted(expected - declared)}"
+
+
+def test_training_stages_do_not_depend_on_the_evaluation_metrics():
+    for stage in ("train_gan", "train_vae"):
+        assert "src/genlab/metrics.py" not in STAGES[stage]["deps"]
+        assert "src/genlab/diagnostics.py" in STAGES[stage]["deps"]
