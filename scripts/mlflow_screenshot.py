@@ -13,19 +13,16 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from genlab.config import Runtime  # noqa: E402
-from genlab.tracking import TAG_MODEL, Tracker  # noqa: E402
+from genlab.tracking import TAG_MODEL, Tracker, mlflow_server  # noqa: E402
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -37,26 +34,6 @@ CHROMIUM_FLAGS = [
     "--hide-scrollbars",
     "--no-first-run",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise SystemExit(f"mlflow_screenshot: the mlflow server did not start ({url})") from None
-            time.sleep(0.5)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,33 +58,22 @@ def main(argv: list[str] | None = None) -> None:
             raise SystemExit("mlflow_screenshot: fewer than two evaluated GAN runs; pass --runs ID ID")
         run_ids = list(frame["run_id"][:2])
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", tracker.tracking_uri],
-        cwd=tracker.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
     try:
-        wait_for(f"{url}/health", server)
-        query = urllib.parse.urlencode(
-            {"runs": json.dumps(run_ids), "experiments": json.dumps([tracker.experiment.experiment_id])}
-        )
-        page = f"{url}/#/compare-runs?{query}"
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run(
-            [browser, *CHROMIUM_FLAGS, f"--window-size={args.size}", f"--virtual-time-budget={args.wait_ms}",
-             f"--screenshot={args.out.resolve()}", page],
-            capture_output=True, text=True, timeout=180,
-        )  # fmt: skip
-        if result.returncode != 0 or not args.out.exists():
-            raise SystemExit(f"mlflow_screenshot: chromium failed ({result.returncode}):\n{result.stderr[-2000:]}")
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        with mlflow_server(tracker.tracking_uri, cwd=tracker.root) as url:
+            query = urllib.parse.urlencode(
+                {"runs": json.dumps(run_ids), "experiments": json.dumps([tracker.experiment.experiment_id])}
+            )
+            page = f"{url}/#/compare-runs?{query}"
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            result = subprocess.run(
+                [browser, *CHROMIUM_FLAGS, f"--window-size={args.size}", f"--virtual-time-budget={args.wait_ms}",
+                 f"--screenshot={args.out.resolve()}", page],
+                capture_output=True, text=True, timeout=180,
+            )  # fmt: skip
+    except RuntimeError as e:
+        raise SystemExit(f"mlflow_screenshot: {e}") from None
+    if result.returncode != 0 or not args.out.exists():
+        raise SystemExit(f"mlflow_screenshot: chromium failed ({result.returncode}):\n{result.stderr[-2000:]}")
     print(f"mlflow_screenshot: {page}\nmlflow_screenshot: wrote {args.out} ({args.out.stat().st_size} bytes)")
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, repo_root
+from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, mlflow_server, repo_root
 
 
 @pytest.fixture
@@ -81,3 +81,9 @@ def test_concurrent_writers_on_a_fresh_database_lose_nothing(tmp_path):
     client = MlflowClient(uri)
     for run_id in runs["run_id"]:
         assert len(client.get_metric_history(run_id, "loss")) == 150
+
+
+def test_mlflow_server_that_cannot_start_raises_with_its_output():
+    with pytest.raises(RuntimeError, match=r"did not start:(.|\n)*bogus"):
+        with mlflow_server("bogus://nowhere", timeout=60):
+            pass

@@ -13,7 +13,11 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +28,45 @@ import numpy as np
 EXPERIMENT_DEFAULT = "genlab"
 TAG_MODEL = "genlab.model"
 TAG_CHECKPOINT = "genlab.checkpoint_sha256"
+
+
+@contextmanager
+def mlflow_server(
+    backend_store_uri: str, *, cwd: Path | None = None, artifacts_destination: Path | None = None, timeout: float = 90
+) -> Iterator[str]:
+    """The real `mlflow server` (this environment's) on a free loopback port while the block runs; yields its URL.
+
+    Raises RuntimeError with the server's last output when it does not answer /health within `timeout` seconds.
+    """
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+               "--workers", "1", "--backend-store-uri", backend_store_uri]  # fmt: skip
+    if artifacts_destination is not None:
+        command += ["--artifacts-destination", str(artifacts_destination)]
+    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    stderr = proc.communicate()[1] or ""
+                    raise RuntimeError(f"mlflow server at {url} did not start:\n{stderr[-2000:]}") from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def file_sha256(path: Path) -> str:
