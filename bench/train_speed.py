@@ -29,9 +29,11 @@ import torch
 from torch import nn
 
 from genlab.config import Runtime, load_params
+from genlab.gan_trainer import GanTrainer, build_gan
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
-from genlab.train import GanTrainer, VaeTrainer, batch_indices, build_gan, build_vae, make_generator
+from genlab.train import batch_indices, make_generator
+from genlab.vae_trainer import VaeTrainer, build_vae, evaluate_vae_loss
 
 TRAIN_SIZE = 60_000
 
@@ -305,8 +307,6 @@ def main() -> None:
                 trainer.test = saved_test
 
     # VAE per-epoch extra: the test-set evaluation the trainer runs after every epoch.
-    from genlab.train import evaluate_vae_loss
-
     sync(device)
     t = time.perf_counter()
     evaluate_vae_loss(vae, test, seed=0)

@@ -20,11 +20,13 @@ from genlab.evaluate import (
     vae_reconstruction,
     vae_samples,
 )
+from genlab.gan_trainer import build_gan
 from genlab.io import atomic_write_json
 from genlab.metrics import RealReference, sample_metrics
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
-from genlab.train import build_gan, build_vae, load_checkpoint, load_classifier
+from genlab.train import load_checkpoint, load_classifier
+from genlab.vae_trainer import build_vae
 
 
 def main(params_path: str = "params.yaml") -> None:

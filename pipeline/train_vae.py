@@ -14,7 +14,8 @@ from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
 from genlab.runtime import setup_torch
-from genlab.train import VaeTrainer, build_vae, load_classifier, to_uint8_images
+from genlab.train import load_classifier, to_uint8_images
+from genlab.vae_trainer import VaeTrainer, build_vae
 
 
 def main(params_path: str = "params.yaml") -> None:

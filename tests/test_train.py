@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from genlab.config import GanConfig, VaeConfig
-from genlab.train import GanTrainer, VaeTrainer, build_gan, build_vae, load_checkpoint
+from genlab.gan_trainer import GanTrainer, build_gan
+from genlab.train import load_checkpoint
+from genlab.vae_trainer import VaeTrainer, build_vae
 
 from .conftest import synthetic_digits
 

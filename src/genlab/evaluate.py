@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from genlab.metrics import pixel_entropy
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
-from genlab.train import evaluate_vae_loss, make_generator
+from genlab.train import make_generator
+from genlab.vae_trainer import evaluate_vae_loss
 
 
 @torch.no_grad()

@@ -1,4 +1,8 @@
-"""Trainers: one owns the loop, the optimisers, the RNG and the checkpoints of one model.
+"""Training machinery shared by every model: the Trainer base class (the loop, checkpoints, resume), random
+streams, the fused Adam, checkpoint loading, and the classifier's training. The GAN and VAE trainers live in
+genlab.gan_trainer and genlab.vae_trainer, so that each training stage depends only on its own model's code.
+
+A trainer owns the loop, the optimisers, the RNG and the checkpoints of one model.
 
 Data path: the whole training set sits as one float tensor on the training device; a batch is an
 index_select of a slice of a random permutation. No DataLoader, no per-sample Python, no worker processes.
@@ -24,8 +28,6 @@ import torch
 import genlab
 from genlab.io import atomic_torch_save
 from genlab.models.classifier import Classifier
-from genlab.models.gan import GAN
-from genlab.models.vae import VAE
 
 CHECKPOINT_FORMAT = 1
 
@@ -214,198 +216,6 @@ class Trainer(ABC):
                 atomic_torch_save(state_path, self.state_dict())
 
 
-class GanTrainer(Trainer):
-    kind = "gan"
-
-    def __init__(
-        self,
-        model: GAN,
-        train_images: torch.Tensor,
-        config: dict[str, Any],
-        *,
-        batch_size: int,
-        lr: float,
-        betas: tuple[float, float],
-        num_fixed_samples: int,
-        seed: int,
-        device: torch.device,
-        precision: str = "fp32",
-        compile_mode: str = "eager",
-        diagnostic_samples: int = 0,
-        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
-    ):
-        super().__init__(
-            model,
-            config,
-            seed=seed,
-            device=device,
-            precision=precision,
-            compile_mode=compile_mode,
-            diagnostics=diagnostics,
-        )
-        self.gan = model
-        model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
-        self.data = train_images  # float [N, 784] in [-1, 1], on device
-        self.batch_size = batch_size
-        self.opt_g = adam(model.generator.parameters(), lr=lr, betas=betas, device=device)
-        self.opt_d = adam(model.discriminator.parameters(), lr=lr, betas=betas, device=device)
-        # The same input every epoch, from its own stream, so grids are comparable across epochs and runs.
-        self.fixed_noise = model.sample_noise(num_fixed_samples, make_generator(seed, stream=2, device=device))
-        self.diagnostic_noise = model.sample_noise(diagnostic_samples, make_generator(seed, stream=4, device=device))
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"generator": self.opt_g, "discriminator": self.opt_d}
-
-    def compile_targets(self) -> list[torch.nn.Module]:
-        return [self.gan.generator, self.gan.discriminator]
-
-    def train_epoch(self) -> dict[str, float]:
-        gan, n = self.gan, self.data.shape[0]
-        gan.train()
-        # Sums over the epoch's samples, kept on the device: [loss_d, loss_g, D(x), D(G(z)), correct].
-        sums = torch.zeros(5, device=self.device)
-        for idx in batch_indices(n, self.batch_size, self.rng, self.device):
-            real = self.data.index_select(0, idx)
-            b = real.shape[0]
-            with self.autocast():
-                fake = gan.generator(gan.sample_noise(b, self.rng))
-                loss_d, real_logits, fake_logits = gan.discriminator_loss(real, fake.detach())
-            self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            self.opt_d.step()
-
-            # Generator step. The discriminator's weights need no gradients here: skipping them saves a third
-            # of its backward pass.
-            gan.discriminator.requires_grad_(False)
-            with self.autocast():
-                loss_g, _ = gan.generator_loss(fake)
-            self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
-            self.opt_g.step()
-            gan.discriminator.requires_grad_(True)
-
-            with torch.no_grad():
-                sums += torch.stack(
-                    [
-                        loss_d * b,
-                        loss_g * b,
-                        torch.sigmoid(real_logits).sum(),
-                        torch.sigmoid(fake_logits).sum(),
-                        (real_logits > 0).sum() + (fake_logits < 0).sum(),
-                    ]
-                )
-        s = (sums / n).tolist()  # the one host sync of the epoch
-        return {
-            "loss_d": s[0],
-            "loss_g": s[1],
-            "d_real": s[2],
-            "d_fake": s[3],
-            "discriminator_accuracy": s[4] / 2,
-        }
-
-    @torch.no_grad()
-    def snapshot(self) -> torch.Tensor:
-        self.gan.eval()
-        return to_uint8_images(self.gan.generator(self.fixed_noise), symmetric=True)
-
-    @torch.no_grad()
-    def diagnostic_images(self) -> torch.Tensor:
-        self.gan.eval()
-        return (self.gan.generator(self.diagnostic_noise) + 1) / 2
-
-
-class VaeTrainer(Trainer):
-    kind = "vae"
-
-    def __init__(
-        self,
-        model: VAE,
-        train_images: torch.Tensor,
-        test_images: torch.Tensor,
-        config: dict[str, Any],
-        *,
-        batch_size: int,
-        lr: float,
-        num_reconstructions: int,
-        seed: int,
-        device: torch.device,
-        eval_batch_size: int = 1000,
-        precision: str = "fp32",
-        compile_mode: str = "eager",
-        diagnostic_samples: int = 0,
-        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
-    ):
-        super().__init__(
-            model,
-            config,
-            seed=seed,
-            device=device,
-            precision=precision,
-            compile_mode=compile_mode,
-            diagnostics=diagnostics,
-        )
-        self.vae = model
-        self.data = train_images  # float [N, 784] in [0, 1], on device
-        self.test = test_images
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size
-        self.opt = adam(model.parameters(), lr=lr, device=device)
-        self.fixed_images = test_images[:num_reconstructions]
-        self.diagnostic_z = model.sample_prior(diagnostic_samples, make_generator(seed, stream=4, device=device))
-
-    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {"vae": self.opt}
-
-    def train_epoch(self) -> dict[str, float]:
-        vae, n = self.vae, self.data.shape[0]
-        vae.train()
-        sums = torch.zeros(3, device=self.device)  # [loss, reconstruction, kl] summed over images
-        for idx in batch_indices(n, self.batch_size, self.rng, self.device):
-            x = self.data.index_select(0, idx)
-            with self.autocast():
-                out = vae.loss(x, self.rng)
-            self.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            self.opt.step()
-            with torch.no_grad():
-                sums += torch.stack([out.loss, out.reconstruction, out.kl]) * x.shape[0]
-        s = (sums / n).tolist()
-        test = evaluate_vae_loss(vae, self.test, seed=self.seed, batch_size=self.eval_batch_size)
-        return {
-            "loss": s[0],
-            "reconstruction": s[1],
-            "kl": s[2],
-            "test_loss": test["loss"],
-            "test_reconstruction": test["reconstruction"],
-            "test_kl": test["kl"],
-        }
-
-    @torch.no_grad()
-    def snapshot(self) -> torch.Tensor:
-        self.vae.eval()
-        mu, _ = self.vae.encode(self.fixed_images)
-        return to_uint8_images(self.vae.decode(mu), symmetric=False)
-
-    @torch.no_grad()
-    def diagnostic_images(self) -> torch.Tensor:
-        self.vae.eval()
-        return self.vae.decode(self.diagnostic_z)
-
-
-@torch.no_grad()
-def evaluate_vae_loss(vae: VAE, images: torch.Tensor, *, seed: int, batch_size: int = 1000) -> dict[str, float]:
-    """Negative ELBO and its terms per image over `images`, with a fixed noise stream (same every call)."""
-    vae.eval()
-    g = make_generator(seed, stream=3, device=images.device)
-    sums = torch.zeros(3, device=images.device)
-    for start in range(0, images.shape[0], batch_size):
-        x = images[start : start + batch_size]
-        out = vae.loss(x, g)
-        sums += torch.stack([out.loss, out.reconstruction, out.kl]) * x.shape[0]
-    s = (sums / images.shape[0]).tolist()
-    return {"loss": s[0], "reconstruction": s[1], "kl": s[2]}
-
-
 def train_classifier(
     model: Classifier,
     images: torch.Tensor,
@@ -454,21 +264,6 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dic
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: checkpoint format {state.get('format')}, this genlab reads {CHECKPOINT_FORMAT}")
     return state
-
-
-def build_gan(cfg: dict[str, Any]) -> GAN:
-    return GAN(
-        latent_dim=cfg["latent_dim"],
-        generator_hidden=cfg["generator_hidden"],
-        discriminator_hidden=cfg["discriminator_hidden"],
-        leaky_slope=cfg["leaky_slope"],
-        dropout=cfg["dropout"],
-        real_label=cfg["real_label"],
-    )
-
-
-def build_vae(cfg: dict[str, Any]) -> VAE:
-    return VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
 
 
 def build_classifier(cfg: dict[str, Any], num_classes: int = 10) -> Classifier:
