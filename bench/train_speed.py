@@ -93,9 +93,8 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def time_steps(run_steps: Callable[[int], None], steps: int, warmup: int, device: torch.device) -> float:
-    """Seconds per step over `steps`, after `warmup` steps."""
-    run_steps(warmup)
+def time_steps(run_steps: Callable[[int], None], steps: int, device: torch.device) -> float:
+    """Seconds per step over `steps`."""
     sync(device)
     t = time.perf_counter()
     run_steps(steps)
@@ -120,22 +119,30 @@ def data_path_seconds(data: torch.Tensor, batch_size: int, device: torch.device,
 
 
 def timed_rounds(
-    runs: dict[str, Callable[[int], None]], steps: int, rounds: int, device: torch.device
+    runs: dict[str, Callable[[int], None]], steps: int, rounds: int, device: torch.device, warmup: int = 0
 ) -> tuple[dict[str, list[float]], list[float]]:
-    """Seconds per step of each run in each round, and the matmul peak next to each round (the mean of the
-    measurements before and after it). A VM's speed drifts by tens of percent within a minute when its host is
-    busy; dividing each round's rate by the peak measured beside it keeps MFU from absorbing that drift."""
+    """Seconds per step of each run in each round (after `warmup` untimed steps of each), and the matmul peak
+    next to each round (the mean of the measurements before and after it). A VM's speed drifts by tens of percent
+    within a minute when its host is busy; dividing each round's rate by the peak measured beside it keeps MFU
+    from absorbing that drift."""
+    for run in runs.values():
+        run(warmup)
     chunk = max(steps // rounds, 1)
     step_s: dict[str, list[float]] = {name: [] for name in runs}
     peaks = []
     before = matmul_peak(device, repeats=2)
     for _ in range(rounds):
         for name, run in runs.items():
-            step_s[name].append(time_steps(run, chunk, 0, device))
+            step_s[name].append(time_steps(run, chunk, device))
         after = matmul_peak(device, repeats=2)
         peaks.append((before + after) / 2)
         before = after
     return step_s, peaks
+
+
+def epoch_seconds(step_s: float, batch: int, extra_epoch_s: float = 0.0) -> float:
+    """A 60,000-image epoch at `step_s` seconds per step of `batch` images, plus per-epoch extra work."""
+    return TRAIN_SIZE / batch * step_s + extra_epoch_s
 
 
 def report(
@@ -149,7 +156,7 @@ def report(
 ) -> float:
     """One line per model: median over rounds of samples/s and of MFU (each round against its own peak)."""
     samples_s = batch / statistics.median(step_s)
-    epoch_s = TRAIN_SIZE / samples_s + extra_epoch_s
+    epoch_s = epoch_seconds(statistics.median(step_s), batch, extra_epoch_s)
     rate = flops * samples_s
     mfu = [flops * batch / s / peak for s, peak in zip(step_s, peaks, strict=True)]
     line = (
@@ -314,9 +321,7 @@ def main() -> None:
     vae_eval_s = (time.perf_counter() - t) * (10_000 / test.shape[0])
 
     genlab_runs = {"gan": lambda s: steps_of(gan_trainer, s), "vae": lambda s: steps_of(vae_trainer, s)}
-    for run in genlab_runs.values():
-        run(args.warmup)
-    step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device)
+    step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device, warmup=args.warmup)
     gan_data = data_path_seconds(flat, gan_cfg["batch_size"], device, args.steps)
     vae_data = data_path_seconds(flat, vae_cfg["batch_size"], device, args.steps)
     print_peaks(peaks)
@@ -333,9 +338,7 @@ def main() -> None:
         base_images = raw[: (args.steps + args.warmup) * 64]
         torch.manual_seed(0)
         base_runs = {"gan": baseline_gan_steps(gan_cfg, base_images), "vae": baseline_vae_steps(vae_cfg, base_images)}
-        for run in base_runs.values():
-            run(args.warmup)
-        base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device)
+        base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device, warmup=args.warmup)
         base_gan = report("GAN (typical, bs 64)", base_s["gan"], base_peaks, 64, gan_flops, None)
         base_vae = report(
             "VAE (typical, bs 64)", base_s["vae"], base_peaks, 64, vae_flops, None, extra_epoch_s=vae_eval_s
@@ -359,8 +362,8 @@ def main() -> None:
         gan_idle, vae_idle = statistics.median(step_s["gan"]), statistics.median(step_s["vae"])
         print(
             f"\nwith one busy process beside it (OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}):"
-            f" GAN {TRAIN_SIZE / gan_cfg['batch_size'] * gan_busy:.2f} s/epoch ({gan_busy / gan_idle:.2f}x idle),"
-            f" VAE {TRAIN_SIZE / vae_cfg['batch_size'] * vae_busy + vae_eval_s:.2f} s/epoch"
+            f" GAN {epoch_seconds(gan_busy, gan_cfg['batch_size']):.2f} s/epoch ({gan_busy / gan_idle:.2f}x idle),"
+            f" VAE {epoch_seconds(vae_busy, vae_cfg['batch_size'], vae_eval_s):.2f} s/epoch"
             f" ({vae_busy / vae_idle:.2f}x idle, steps only)"
         )
 
