@@ -2,6 +2,8 @@
 
 import os as _os
 
+from genlab import cpu_pins as _cpu_pins
+
 __version__ = "0.1.0"
 
 # OpenMP threads that spin while waiting collapse training when another process wants a core: measured on a
@@ -9,3 +11,5 @@ __version__ = "0.1.0"
 # 31 s with PASSIVE (which costs ~10% when the machine is idle). Must be set before torch loads libgomp;
 # genlab is imported before torch in every entry point. Set OMP_WAIT_POLICY=ACTIVE to opt out.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same CPU kernels on AVX2 and AVX-512 machines, hence the same bits (genlab.cpu_pins); also before torch.
+_cpu_pins.apply()
