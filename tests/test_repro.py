@@ -4,8 +4,10 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,14 +16,19 @@ import yaml
 from genlab.io import atomic_torch_save
 from genlab.repro import (
     Difference,
+    Record,
     changed_deps,
     compare_metrics,
     compare_outputs,
+    compare_within,
     flatten_metrics,
+    matching_record,
+    measure_tolerances,
+    nearest_record,
     parse_metrics_file,
 )
 
-from .conftest import make_project, tiny_params
+from .conftest import bin_path, make_project, tiny_params
 
 LOCK = {
     "stages": {
@@ -71,10 +78,55 @@ def test_metric_files_parse():
                                                       "epoch2.loss": 0.25}  # fmt: skip
 
 
-@pytest.mark.slow
-def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_mirror):
-    """Record a tiny profile, then alter the record as if one weight of the GAN and one metric had been
-    different: the check must fail and name exactly those two."""
+def record(name: str, **fp) -> Record:
+    base = {"device": "cpu", "cpu_vendor": "AuthenticAMD", "aten_capability": "avx2", "mkl_isa": "avx2",
+            "onednn_isa": "Intel AVX2", "threads": 2, "torch": "2.14.1", "mkl": "2024.2", "onednn": "3.12.0",
+            "cuda": "none", "cudnn": "none", "cpu_model": "AMD EPYC 7B13"}  # fmt: skip
+    return Record(name, base | fp, {}, {})
+
+
+def test_the_record_of_this_machine_class_is_chosen_whatever_the_model_name():
+    records = [record("avx512", aten_capability="avx512"), record("avx2")]
+    here = record("here", cpu_model="AMD EPYC 9B45").fingerprint
+    assert matching_record(records, here).name == "avx2"
+    assert matching_record(records, here | {"threads": 4}) is None
+
+
+def test_the_nearest_record_weighs_device_and_vendor_over_threads_and_versions():
+    records = [record("amd-4t", threads=4), record("intel-2t", cpu_vendor="GenuineIntel"), record("gpu", device="H100")]
+    assert nearest_record(records, record("x", threads=8).fingerprint).name == "amd-4t"
+    assert nearest_record(records, record("x", cpu_vendor="GenuineIntel", threads=8).fingerprint).name == "intel-2t"
+    assert nearest_record([], record("x").fingerprint) is None
+
+
+def test_tolerances_are_the_measured_spread_times_a_factor():
+    reference = {"evaluate.json": {"fid": 10.0, "classes": 10.0}}
+    samples = [{"evaluate.json": {"fid": 11.0, "classes": 10.0}}, {"evaluate.json": {"fid": 9.5, "classes": 10.0}}]
+    tolerances = measure_tolerances(reference, samples, factor=3)
+    assert tolerances == {"evaluate.json:fid": 3.0, "evaluate.json:classes": 0.0}
+    with pytest.raises(ValueError, match="evaluate.json:fid"):
+        measure_tolerances(reference, [{"evaluate.json": {"classes": 10.0}}], factor=3)
+
+
+def test_metrics_within_tolerance_pass_and_outside_fail_with_the_numbers():
+    expected = {"evaluate.json": {"fid": 10.0, "classes": 10.0}}
+    tolerances = {"evaluate.json:fid": 3.0, "evaluate.json:classes": 0.0}
+    assert compare_within(expected, {"evaluate.json": {"fid": 12.9, "classes": 10.0}}, tolerances) == []
+    diffs = compare_within(expected, {"evaluate.json": {"fid": 13.5, "classes": 9.0}}, tolerances)
+    assert [d.what for d in diffs] == ["metric evaluate.json:fid", "metric evaluate.json:classes"]
+    assert "|difference| 3.5 > tolerance 3" in str(diffs[0])
+    untolerated = compare_within(expected, expected, {"evaluate.json:fid": 1.0})
+    assert [d.what for d in untolerated] == ["metric evaluate.json:classes"]
+    assert "no measured tolerance" in str(untolerated[0])
+
+
+def only_record(profile) -> Path:
+    (record_dir,) = (profile / "records").iterdir()
+    return record_dir
+
+
+def tiny_profile(tmp_path, tiny_mirror):
+    """A scratch project with a tiny profile, and the environment and command to check it."""
     mirror, sha = tiny_mirror
     project = make_project(tmp_path / "project")
     profile = project / "profiles" / "tiny"
@@ -85,28 +137,129 @@ def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_"))}
     env.update(GENLAB_DATA_MIRROR=str(mirror), GENLAB_OFFLINE="1", GENLAB_THREADS="1")
-    check = [sys.executable, "scripts/check_repro.py", "--profile", "tiny"]
+    return project, profile, env, [sys.executable, "scripts/check_repro.py", "--profile", "tiny"]
 
+
+@pytest.mark.slow
+def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_mirror):
+    """Record a tiny profile, then alter the record as if one weight of the GAN and one metric had been
+    different: the check must fail and name exactly those two."""
+    project, profile, env, check = tiny_profile(tmp_path, tiny_mirror)
     recorded = subprocess.run([*check, "--update", "--keep"], cwd=project, env=env, capture_output=True, text=True)
     assert recorded.returncode == 0, recorded.stdout + recorded.stderr
     kept = re.search(r"kept (\S+)", recorded.stdout).group(1)
+    assert "mode record" in recorded.stdout
+    record_dir = only_record(profile)
 
     # The record now says: the GAN had one weight different, and the discriminator's accuracy was 0.1 higher.
     model = torch.load(f"{kept}/models/gan.pt", weights_only=True)
     model["model"]["generator.net.0.weight"][0, 0] += 1e-3
     atomic_torch_save(tmp_path / "altered.pt", model)
     altered_md5 = hashlib.md5((tmp_path / "altered.pt").read_bytes()).hexdigest()
-    lock = yaml.safe_load((profile / "dvc.lock").read_text())
+    lock = yaml.safe_load((record_dir / "dvc.lock").read_text())
     for entry in lock["stages"]["train_gan"]["outs"]:
         if entry["path"] == "models/gan.pt":
             original_md5, entry["md5"] = entry["md5"], altered_md5
-    (profile / "dvc.lock").write_text(yaml.safe_dump(lock))
-    evaluation = json.loads((profile / "metrics" / "evaluate.json").read_text())
+    (record_dir / "dvc.lock").write_text(yaml.safe_dump(lock))
+    evaluation = json.loads((record_dir / "metrics" / "evaluate.json").read_text())
     evaluation["gan"]["discriminator_accuracy"] += 0.1
-    (profile / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
 
     result = subprocess.run(check, cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 1, result.stdout + result.stderr
+    assert f"mode exact: record {record_dir.name}" in result.stdout
     assert "NOT reproduced (2 differences" in result.stdout
     assert f"output models/gan.pt: expected {altered_md5}, got {original_md5}" in result.stdout
     assert "metric evaluate.json:gan.discriminator_accuracy" in result.stdout
+
+
+def load_check_script(project: Path):
+    """The project copy's scripts/check_repro.py as a module, so a test can wrap its runs."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_repro_under_test", project / "scripts" / "check_repro.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypatch, capsys):
+    """With only a record from another machine class, the check runs twice, requires the two runs to agree bit for
+    bit, and compares metrics within the measured tolerances. A weight changed in one run fails it, and so does a
+    metric outside its tolerance."""
+    project, profile, env, check = tiny_profile(tmp_path, tiny_mirror)
+    recorded = subprocess.run([*check, "--update"], cwd=project, env=env, capture_output=True, text=True)
+    assert recorded.returncode == 0, recorded.stdout + recorded.stderr
+    record_dir = only_record(profile)
+    fp = json.loads((record_dir / "fingerprint.json").read_text())
+    fp["cpu_vendor"] = "GenuineIntel"  # as if it had been recorded on an Intel machine
+    (record_dir / "fingerprint.json").write_text(json.dumps(fp))
+    evaluation = json.loads((record_dir / "metrics" / "evaluate.json").read_text())
+    tolerances = {f"{p.name}:{k}": 0.0 for p in (record_dir / "metrics").iterdir()
+                  for k in parse_metrics_file(p.name, p.read_text())}  # fmt: skip
+    tolerances["evaluate.json:gan.fid"] = 1.0
+    (profile / "tolerances.json").write_text(json.dumps({"tolerances": tolerances}))
+
+    for k in [k for k in os.environ if k.startswith(("DVC_", "GENLAB_"))]:
+        monkeypatch.delenv(k)
+    for k, v in env.items():
+        if k.startswith("GENLAB_"):
+            monkeypatch.setenv(k, v)
+    script = load_check_script(project)
+    real_run, saved = script.run_profile, []
+
+    def run_and_keep(*args):
+        run = real_run(*args)
+        saved.append(tmp_path / f"run{len(saved)}")
+        shutil.copytree(run.work, saved[-1], symlinks=True)
+        return run
+
+    monkeypatch.setattr(script, "run_profile", run_and_keep)
+    assert script.main(["--profile", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "mode two-run: no record was made on this machine class" in out
+    assert f"nearest record {record_dir.name} differs in: cpu_vendor: GenuineIntel -> AuthenticAMD" in out
+    assert "deterministic here: two runs agree" in out and "reproduced within tolerance" in out
+    assert "code or data changed" not in out  # nothing was edited: never blame code
+
+    def replay(*altered_second):
+        """Re-check with the two saved runs (copies), the second one altered by the callables."""
+        copies = []
+        for i, src in enumerate(saved):
+            copies.append(tmp_path / f"replay{len(list(tmp_path.glob('replay*')))}")
+            shutil.copytree(src, copies[-1], symlinks=True)
+            for alter in altered_second if i == 1 else ():
+                alter(copies[-1])
+        runs = iter(copies)
+
+        def cached(params, env, label):
+            work = next(runs)
+            paths = script.load_params(work / "params.yaml").paths.model_dump()
+            return script.Run(
+                yaml.safe_load((work / "dvc.lock").read_text()), script.metrics_of(work, paths), 1.0, work
+            )
+
+        monkeypatch.setattr(script, "run_profile", cached)
+        status = script.main(["--profile", "tiny"])
+        return status, capsys.readouterr().out
+
+    def change_one_weight(work: Path):
+        model = torch.load(work / "models" / "gan.pt", weights_only=True)
+        model["model"]["generator.net.0.weight"][0, 0] += 1e-3
+        atomic_torch_save(work / "models" / "gan.pt", model)
+        subprocess.run([bin_path("dvc"), "commit", "-f", "-q", "train_gan"], cwd=work, check=True)
+
+    status, out = replay(change_one_weight)
+    assert status == 1 and "NOT deterministic on this machine: two runs differ in 1 places" in out
+    assert "output models/gan.pt" in out
+
+    evaluation["gan"]["fid"] += 0.5  # inside the tolerance of 1.0
+    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    status, out = replay()
+    assert status == 0 and "reproduced within tolerance" in out
+    evaluation["gan"]["fid"] += 1.0  # now 1.5 away
+    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    status, out = replay()
+    assert status == 1 and "NOT reproduced: 1 metrics outside the measured tolerance" in out
+    assert "metric evaluate.json:gan.fid" in out and "|difference| 1.5 > tolerance 1" in out

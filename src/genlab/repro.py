@@ -1,8 +1,9 @@
 """Reproducibility check: compare a fresh `dvc repro --force` with a recorded one.
 
-The record is a dvc.lock (the hash of every output) plus the metrics files themselves (their values). On CPU,
-and on the same GPU model in deterministic mode, every hash must match. Across different GPUs, bitwise equality
-is not expected; metrics must then agree within a relative tolerance.
+A record is a dvc.lock (the hash of every output) plus the metrics files themselves (their values), made on one
+machine class (genlab.fingerprint). On the machine class of a record, every hash must match. Where no record
+matches, the profile runs twice and the two runs must agree bit for bit (determinism here); their metrics must then
+agree with the nearest record's within tolerances measured across machine classes (tolerances.json).
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import json
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from genlab.fingerprint import CLASS_FIELDS, machine_class
 
 
 @dataclass(frozen=True)
@@ -93,3 +99,89 @@ def report(diffs: Iterable[Difference], deps: Iterable[str] = ()) -> str:
     if deps:
         lines.append("  inputs that changed since the record was made (a likely cause): " + ", ".join(deps))
     return "\n".join(lines)
+
+
+# -- records per machine class -----------------------------------------------------------------------------------
+# A profile (profiles/<name>/) holds its params overrides, the tolerances measured for it (tolerances.json) and
+# one record per machine class: records/<class id>/{fingerprint.json, dvc.lock, metrics/}.
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # the directory name under records/: the class id of the machine it was made on
+    fingerprint: dict[str, Any]
+    lock: dict[str, Any]
+    metrics: dict[str, dict[str, float]]  # file name -> flattened metrics
+
+
+def load_records(profile: Path) -> list[Record]:
+    records = []
+    for d in sorted((profile / "records").glob("*/")):
+        if not (d / "fingerprint.json").exists():
+            raise SystemExit(f"check_repro: {d} has no fingerprint.json; remove the directory or re-record it")
+        records.append(
+            Record(
+                name=d.name,
+                fingerprint=json.loads((d / "fingerprint.json").read_text()),
+                lock=yaml.safe_load((d / "dvc.lock").read_text()),
+                metrics={p.name: parse_metrics_file(p.name, p.read_text()) for p in sorted((d / "metrics").iterdir())},
+            )
+        )
+    return records
+
+
+def matching_record(records: Iterable[Record], fp: Mapping[str, Any]) -> Record | None:
+    """The record made on this machine class (every CLASS_FIELDS value equal), if any."""
+    here = machine_class(fp)
+    return next((r for r in records if machine_class(r.fingerprint) == here), None)
+
+
+def nearest_record(records: Iterable[Record], fp: Mapping[str, Any]) -> Record | None:
+    """The record whose machine class agrees with this one in the most fields, the earlier CLASS_FIELDS (device,
+    vendor, ISA) weighing more than the later ones (threads, versions)."""
+    weight = {k: 2 ** (len(CLASS_FIELDS) - i) for i, k in enumerate(CLASS_FIELDS)}
+
+    def score(r: Record) -> int:
+        return sum(w for k, w in weight.items() if r.fingerprint.get(k) == fp.get(k))
+
+    return max(records, key=score, default=None)
+
+
+def measure_tolerances(
+    reference: Mapping[str, Mapping[str, float]], samples: Iterable[Mapping[str, Mapping[str, float]]], factor: float
+) -> dict[str, float]:
+    """Per metric ('file:key'): `factor` times the largest absolute difference from the reference seen in the
+    samples (runs on other machine classes). A metric that never moved gets 0: it must match exactly."""
+    spread: dict[str, float] = {f"{f}:{k}": 0.0 for f, values in reference.items() for k in values}
+    for sample in samples:
+        for f, values in reference.items():
+            for k, want in values.items():
+                have = sample.get(f, {}).get(k)
+                if have is None:
+                    raise ValueError(f"a tolerance run has no metric {f}:{k}")
+                if not (math.isnan(have) and math.isnan(want)):
+                    spread[f"{f}:{k}"] = max(spread[f"{f}:{k}"], abs(have - want))
+    return {key: factor * s for key, s in spread.items()}
+
+
+def compare_within(
+    expected: Mapping[str, Mapping[str, float]],
+    actual: Mapping[str, Mapping[str, float]],
+    tolerances: Mapping[str, float],
+) -> list[Difference]:
+    """Every expected metric within its measured absolute tolerance; a metric with none measured is a difference."""
+    diffs = []
+    for name, values in expected.items():
+        got = actual.get(name, {})
+        for key, want in values.items():
+            have, tol = got.get(key), tolerances.get(f"{name}:{key}")
+            what = f"metric {name}:{key}"
+            if have is None:
+                diffs.append(Difference(what, want, "(missing)"))
+            elif tol is None:
+                diffs.append(Difference(what, want, f"{have} (no measured tolerance: re-measure the tolerances)"))
+            elif abs(have - want) > tol or math.isnan(have) != math.isnan(want):
+                diffs.append(
+                    Difference(what, want, f"{have} (|difference| {abs(have - want):.3g} > tolerance {tol:.3g})")
+                )
+    return diffs
