@@ -3,6 +3,7 @@
     python bench/train_speed.py                # genlab's trainers at the params.yaml defaults
     python bench/train_speed.py --baseline     # also a typical implementation, for the before/after ratio
     python bench/train_speed.py --contention   # also with one busy process beside it (CPU): the slow-down
+    python bench/train_speed.py --pins         # what each of genlab's CPU pins (genlab.cpu_pins) costs, one run
 
 Times a fixed number of optimiser steps after warm-up, on random data shaped like MNIST (speed does not depend
 on pixel values). MFU counts only the matmul FLOPs a step needs (from the layer sizes), divided by the dense
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import resource
 import statistics
 import subprocess
@@ -29,10 +31,11 @@ import torch
 from torch import nn
 
 from genlab.config import Runtime, load_params
+from genlab.cpu_pins import PINS, SWITCH
 from genlab.gan_trainer import GanTrainer, build_gan
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
-from genlab.train import batch_indices, make_generator
+from genlab.train import adam, batch_indices, build_classifier, make_generator
 from genlab.vae_trainer import VaeTrainer, build_vae, evaluate_vae_loss
 
 TRAIN_SIZE = 60_000
@@ -246,6 +249,64 @@ def baseline_vae_steps(cfg: dict, images: torch.Tensor):
     return run
 
 
+def classifier_steps(cfg: dict, images: torch.Tensor, device: torch.device):
+    """The pipeline classifier's training step (conv layers: oneDNN on the CPU), as genlab.train runs it."""
+    model = build_classifier(cfg).to(device)
+    opt = adam(model.parameters(), lr=cfg["max_lr"], device=device)
+    labels = torch.randint(0, 10, (images.shape[0],), device=device)
+    b = cfg["batch_size"]
+
+    def run(steps: int) -> None:
+        for i in range(steps):
+            start = (i * b) % (images.shape[0] - b + 1)
+            loss = model.loss(images[start : start + b], labels[start : start + b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return run
+
+
+# Pin sets that --pins compares: genlab's default, none, and each pin lifted alone (the user's way to opt out).
+PIN_RUNS: dict[str, dict[str, str]] = {
+    "pins off": {SWITCH: "off"},
+    "genlab pins (default)": {},
+    "without the ATen pin": {"ATEN_CPU_CAPABILITY": "avx512"},  # ("default" would mean ATen's scalar kernels)
+    "without the MKL pin": {"MKL_ENABLE_INSTRUCTIONS": "AVX512"},
+    "without the oneDNN pin": {"ONEDNN_MAX_CPU_ISA": "ALL"},
+    "portable (+MKL_CBWR=COMPATIBLE)": {SWITCH: "portable"},
+}
+
+
+def compare_pins(args: argparse.Namespace) -> None:
+    """Each pin set in a fresh process (the pins are read when torch loads), alternating twice; samples/s medians."""
+    rates: dict[str, dict[str, list[float]]] = {name: {} for name in PIN_RUNS}
+    mfus: dict[str, dict[str, list[float]]] = {name: {} for name in PIN_RUNS}
+    for _ in range(2):
+        for name, pins in PIN_RUNS.items():
+            env = {k: v for k, v in os.environ.items() if k not in (*PINS, SWITCH)} | pins
+            cmd = [sys.executable, __file__, "--params", args.params, "--steps", str(args.steps),
+                   "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                if "samples/s" in line and "(genlab)" in line:
+                    model = line.split(" (genlab)")[0]
+                    rates[name].setdefault(model, []).append(float(line.split()[2].replace(",", "")))
+                    mfu = re.search(r"MFU +([\d.]+)%", line)
+                    if mfu:
+                        mfus[name].setdefault(model, []).append(float(mfu.group(1)))
+    models = list(rates["pins off"])
+    print(f"{'samples/s (median of 2 runs)':<32}" + "".join(f"{m:>30}" for m in models))
+    for name in PIN_RUNS:
+        cells = []
+        for m in models:
+            rate, off = statistics.median(rates[name][m]), statistics.median(rates["pins off"][m])
+            mfu = f" MFU {statistics.median(mfus[name][m]):.1f}%" if m in mfus[name] else ""
+            cells.append(f"{rate:>8,.0f} ({rate / off - 1:+.1%}){mfu}")
+        print(f"{name:<32}" + "".join(f"{c:>30}" for c in cells))
+    print("(percentages: against pins off; each row's runs alternate with the others')")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml")
@@ -256,7 +317,11 @@ def main() -> None:
     parser.add_argument(
         "--contention", action="store_true", help="also time genlab's steps with one busy process beside them (CPU)"
     )
+    parser.add_argument("--pins", action="store_true", help="compare genlab's CPU pin sets, each in its own process")
     args = parser.parse_args()
+    if args.pins:
+        compare_pins(args)
+        return
 
     params, runtime = load_params(args.params), Runtime()
     device = torch.device(runtime.device)
@@ -267,8 +332,10 @@ def main() -> None:
         what = f"GPU {torch.cuda.get_device_name(device)}"
     else:
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+        pins = ", ".join(f"{k}={os.environ[k]}" for k in (*PINS, SWITCH) if k in os.environ) or "none"
         what = (
-            f"CPU {cpu}, {threads} threads of {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}"
+            f"CPU {cpu}, {threads} threads of {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']},"
+            f" ATen {torch.backends.cpu.get_cpu_capability()}, pins: {pins}"
         )
     print(f"genlab train_speed: {what}; torch {torch.__version__}, Python {platform.python_version()}")
     gan_cfg, vae_cfg = params.gan.model_dump(), params.vae.model_dump()
@@ -320,7 +387,12 @@ def main() -> None:
     sync(device)
     vae_eval_s = (time.perf_counter() - t) * (10_000 / test.shape[0])
 
-    genlab_runs = {"gan": lambda s: steps_of(gan_trainer, s), "vae": lambda s: steps_of(vae_trainer, s)}
+    clf_cfg = params.classifier.model_dump()
+    genlab_runs = {
+        "gan": lambda s: steps_of(gan_trainer, s),
+        "vae": lambda s: steps_of(vae_trainer, s),
+        "classifier": classifier_steps(clf_cfg, flat, device),
+    }
     step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device, warmup=args.warmup)
     gan_data = data_path_seconds(flat, gan_cfg["batch_size"], device, args.steps)
     vae_data = data_path_seconds(flat, vae_cfg["batch_size"], device, args.steps)
@@ -330,6 +402,11 @@ def main() -> None:
     gan_rate = report("GAN (genlab)", step_s["gan"], peaks, gan_cfg["batch_size"], gan_flops, gan_data)
     vae_rate = report(
         "VAE (genlab)", step_s["vae"], peaks, vae_cfg["batch_size"], vae_flops, vae_data, extra_epoch_s=vae_eval_s
+    )
+    clf_s = statistics.median(step_s["classifier"])
+    print(
+        f"{'Classifier (genlab)':<22} {clf_cfg['batch_size'] / clf_s:>10,.0f} samples/s "
+        f" {epoch_seconds(clf_s, clf_cfg['batch_size']):>7.2f} s/epoch  (conv layers: no MFU counted)"
     )
 
     if args.baseline:
