@@ -173,12 +173,14 @@ def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_
     assert "metric evaluate.json:gan.discriminator_accuracy" in result.stdout
 
 
-def load_check_script(project: Path):
+def load_check_script(project: Path, monkeypatch):
     """The project copy's scripts/check_repro.py as a module, so a test can wrap its runs."""
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("check_repro_under_test", project / "scripts" / "check_repro.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # its dataclasses look their module up there
+    monkeypatch.setattr(sys, "path", list(sys.path))  # it puts its src/ first; undone after the test
     spec.loader.exec_module(module)
     return module
 
@@ -206,7 +208,7 @@ def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypa
     for k, v in env.items():
         if k.startswith("GENLAB_"):
             monkeypatch.setenv(k, v)
-    script = load_check_script(project)
+    script = load_check_script(project, monkeypatch)
     real_run, saved = script.run_profile, []
 
     def run_and_keep(*args):
