@@ -28,7 +28,7 @@ from genlab.repro import (
     parse_metrics_file,
 )
 
-from .conftest import bin_path, make_project, tiny_params
+from .conftest import REPO, bin_path, make_project, tiny_params
 
 LOCK = {
     "stages": {
@@ -104,6 +104,16 @@ def test_tolerances_are_the_measured_spread_times_a_factor():
     samples = [{"evaluate.json": {"fid": 11.0, "classes": 10.0}}, {"evaluate.json": {"fid": 9.5, "classes": 10.0}}]
     tolerances = measure_tolerances(reference, samples, factor=3)
     assert tolerances == {"evaluate.json:fid": 3.0, "evaluate.json:classes": 0.0}
+    family = {"e.json:share.0": 0.1, "e.json:share.1": 0.1, "h.csv:epoch1.loss": 1.0, "h.csv:epoch2.loss": 1.0}
+    moved = {"e.json:share.0": 0.1, "e.json:share.1": 0.12, "h.csv:epoch1.loss": 1.0, "h.csv:epoch2.loss": 1.5}
+
+    def as_files(flat):
+        return {f: {k.split(":")[1]: v for k, v in flat.items() if k.startswith(f)} for f in ("e.json", "h.csv")}
+
+    shared = measure_tolerances(as_files(family), [as_files(moved)], factor=2)
+    assert shared == pytest.approx(
+        {"e.json:share.0": 0.04, "e.json:share.1": 0.04, "h.csv:epoch1.loss": 1.0, "h.csv:epoch2.loss": 1.0}
+    )  # fmt: skip  a family shares its largest spread
     with pytest.raises(ValueError, match="evaluate.json:fid"):
         measure_tolerances(reference, [{"evaluate.json": {"classes": 10.0}}], factor=3)
 
@@ -265,3 +275,15 @@ def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypa
     status, out = replay()
     assert status == 1 and "NOT reproduced: 1 metrics outside the measured tolerance" in out
     assert "metric evaluate.json:gan.fid" in out and "|difference| 1.5 > tolerance 1" in out
+
+
+def test_the_stages_get_their_own_pins_not_the_ones_genlab_set_in_the_check(monkeypatch):
+    from genlab import cpu_pins
+
+    script = load_check_script(REPO, monkeypatch)
+    monkeypatch.setattr(cpu_pins, "APPLIED", {"ATEN_CPU_CAPABILITY": "avx2"})
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # as genlab's import in the check's own process left it
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")  # the user's: passed on
+    env = script.stage_env({"GENLAB_CPU_PINS": "off"})
+    assert "ATEN_CPU_CAPABILITY" not in env and env["ONEDNN_MAX_CPU_ISA"] == "AVX512_CORE"
+    assert env["GENLAB_CPU_PINS"] == "off"

@@ -29,6 +29,9 @@ PINS = {
 }
 PORTABLE = {"MKL_CBWR": "COMPATIBLE"}  # MKL's SSE2 path, without vendor dispatch
 SWITCH = "GENLAB_CPU_PINS"
+# What apply() set in this process (not the user): a tool that starts stages with another GENLAB_CPU_PINS level
+# must drop these from the environment it passes on, or they would pin the stages regardless.
+APPLIED: dict[str, str] = {}
 
 
 def apply(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
@@ -41,4 +44,6 @@ def apply(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
     pins = PINS | (PORTABLE if level == "portable" else {})
     applied = {k: v for k, v in pins.items() if k not in environ}
     environ.update(applied)
+    if environ is os.environ:
+        APPLIED.update(applied)
     return applied
