@@ -203,7 +203,7 @@ def check_exact(record: Record, run: Run) -> int:
 
 
 def check_two_runs(
-    profile: Path, nearest: Record | None, params: dict[str, Any], env: dict[str, str], fp: dict[str, Any]
+    profile: Path, nearest: Record | None, params: dict[str, Any], env: dict[str, str]
 ) -> tuple[int, Run]:
     first = run_profile(params, env, "run 1 of 2")
     second = run_profile(params, env, "run 2 of 2")
@@ -305,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     if args.workspace:
+        if args.update or args.measure_tolerances:
+            parser.error("--update and --measure-tolerances work on a profile; the workspace's record is its dvc.lock")
         return check_workspace(params, stage_env())
     profile = REPO / "profiles" / args.profile
     if not (profile / "params.yaml").exists():
@@ -351,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         if exact is not None:
             run = run_profile(params, env, "exact")
             return check_exact(exact, run)
-        status, run = check_two_runs(profile, nearest, params, env, fp)
+        status, run = check_two_runs(profile, nearest, params, env)
         if status == 0 and args.save_record:
             dest = write_record(args.save_record, fp, run)
             print(f"check_repro: this class's record is in {dest}: copy it to {profile.relative_to(REPO)}/records/")
