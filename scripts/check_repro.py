@@ -139,7 +139,7 @@ def describe(fp: dict[str, Any]) -> str:
     )
     return (
         f"{class_id(fp)}: {where}; kernels: ATen {fp['aten_capability']}, MKL {fp['mkl_isa']}, oneDNN"
-        f" '{fp['onednn_isa']}'; {fp['threads']} threads; torch {fp['torch']}, MKL {fp['mkl']}, oneDNN {fp['onednn']}"
+        f" '{fp['onednn_isa']}'; threads: {fp['threads']}; torch {fp['torch']}, MKL {fp['mkl']}, oneDNN {fp['onednn']}"
     )
 
 
