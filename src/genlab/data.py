@@ -7,6 +7,7 @@ IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): big-endian header
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import io
@@ -139,7 +140,7 @@ def fetch_file(
     if not offline:
         for base in spec.mirrors:
             url = f"{base}{filename}.gz"
-            sources.append((url, lambda url=url: fetcher(url, timeout)))
+            sources.append((url, functools.partial(fetcher, url, timeout)))
     if local_mirror is not None:
         for p in _local_candidates(Path(local_mirror), filename):
             if p.exists():
