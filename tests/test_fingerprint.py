@@ -15,6 +15,7 @@ from genlab.fingerprint import (
     cpu_info,
     library_versions,
     machine_class,
+    mkl_isa,
 )
 
 from .conftest import REPO
@@ -45,6 +46,11 @@ def test_an_isa_cap_only_lowers():
     assert capped("avx512_bf16", "avx2") == "avx2"
     assert capped("avx2", "avx512_bf16") == "avx2"
     assert capped("avx512", None) == "avx512"
+
+
+def test_mkls_cap_is_read_and_an_unknown_value_kept_as_it_is():
+    assert mkl_isa("avx512_bf16", "AVX2") == "avx2" and mkl_isa("avx2", "") == "avx2"
+    assert mkl_isa("avx512_bf16", "avx2_e1") == "MKL_ENABLE_INSTRUCTIONS=AVX2_E1"
 
 
 def test_library_versions_from_torch_config():

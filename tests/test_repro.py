@@ -97,6 +97,8 @@ def test_the_nearest_record_weighs_device_and_vendor_over_threads_and_versions()
     assert nearest_record(records, record("x", threads=8).fingerprint).name == "amd-4t"
     assert nearest_record(records, record("x", cpu_vendor="GenuineIntel", threads=8).fingerprint).name == "intel-2t"
     assert nearest_record([], record("x").fingerprint) is None
+    assert nearest_record(records[:2], record("x", device="H100").fingerprint) is None  # only CPU records
+    assert nearest_record(records, record("x", device="H100", threads=8).fingerprint).name == "gpu"
 
 
 def test_tolerances_are_the_measured_spread_times_a_factor():
@@ -116,6 +118,11 @@ def test_tolerances_are_the_measured_spread_times_a_factor():
     )  # fmt: skip  a family shares its largest spread
     with pytest.raises(ValueError, match="evaluate.json:fid"):
         measure_tolerances(reference, [{"evaluate.json": {"classes": 10.0}}], factor=3)
+    with pytest.raises(ValueError, match="evaluate.json:fid is NaN in one run"):
+        measure_tolerances(reference, [{"evaluate.json": {"fid": float("nan"), "classes": 10.0}}], factor=3)
+    shares = {"e.json": {"gan.class_share.0": 0.5, "gan.max_class_share": 0.5}}
+    moved_share = {"e.json": {"gan.class_share.0": 0.6, "gan.max_class_share": 0.5}}
+    assert measure_tolerances(shares, [moved_share], factor=1)["e.json:gan.max_class_share"] == pytest.approx(0.1)
 
 
 def test_metrics_within_tolerance_pass_and_outside_fail_with_the_numbers():
@@ -145,7 +152,8 @@ def tiny_profile(tmp_path, tiny_mirror):
     (profile / "params.yaml").write_text(
         yaml.safe_dump({k: full[k] for k in ("data", "classifier", "gan", "vae", "render", "evaluate")})
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_"))}
+    # Also without the pins genlab set in this test process: each stage sets its own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "ATEN_", "MKL_", "ONEDNN_"))}
     env.update(GENLAB_DATA_MIRROR=str(mirror), GENLAB_OFFLINE="1", GENLAB_THREADS="1")
     return project, profile, env, [sys.executable, "scripts/check_repro.py", "--profile", "tiny"]
 

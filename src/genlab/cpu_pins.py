@@ -19,7 +19,9 @@ import, before any entry point imports torch. A value the user set for one of th
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+import platform
+from collections.abc import MutableMapping, Set
+from pathlib import Path
 
 LEVELS = ("avx2", "portable", "off")
 PINS = {
@@ -34,14 +36,27 @@ SWITCH = "GENLAB_CPU_PINS"
 APPLIED: dict[str, str] = {}
 
 
-def apply(environ: MutableMapping[str, str] = os.environ) -> dict[str, str]:
-    """Set each pin of the GENLAB_CPU_PINS level that the user has not set; return what was set."""
-    level = environ.get(SWITCH, LEVELS[0]).strip().lower()
+def cpu_flags() -> frozenset[str]:
+    """The first processor's flags in /proc/cpuinfo (empty where there is none)."""
+    info = Path("/proc/cpuinfo")
+    text = info.read_text() if info.exists() else ""
+    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def apply(environ: MutableMapping[str, str] = os.environ, flags: Set[str] | None = None) -> dict[str, str]:
+    """Set each pin of the GENLAB_CPU_PINS level that the user has not set; return what was set.
+
+    Only on x86-64, and the ATen pin only where the CPU has AVX2 and FMA: ATEN_CPU_CAPABILITY is not a cap but a
+    choice (ATen runs the AVX2 kernels it names without checking the CPU), so on an older CPU it would crash."""
+    level = environ.get(SWITCH, "").strip().lower() or LEVELS[0]
     if level not in LEVELS:
         raise SystemExit(f"genlab: {SWITCH}={environ[SWITCH]!r} is not valid: use avx2 (the default), portable or off")
-    if level == "off":
+    if level == "off" or platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
     pins = PINS | (PORTABLE if level == "portable" else {})
+    if not {"avx2", "fma"} <= (cpu_flags() if flags is None else flags):
+        pins.pop("ATEN_CPU_CAPABILITY")
     applied = {k: v for k, v in pins.items() if k not in environ}
     environ.update(applied)
     if environ is os.environ:

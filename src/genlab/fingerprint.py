@@ -80,6 +80,15 @@ def capped(isa: str, cap: str | None) -> str:
     return max(isa, cap, key=order.index)
 
 
+def mkl_isa(cpu_isa: str, enable_instructions: str) -> str:
+    """What MKL may use: the CPU's ISA under a known MKL_ENABLE_INSTRUCTIONS cap; an unknown value as it is (its own
+    class, rather than silently the uncapped one)."""
+    value = enable_instructions.strip().upper()
+    if not value:
+        return cpu_isa
+    return capped(cpu_isa, MKL_CAPS[value]) if value in MKL_CAPS else f"MKL_ENABLE_INSTRUCTIONS={value}"
+
+
 def onednn_isa() -> str:
     """The ISA oneDNN's JIT actually uses, from the header of its verbose output (printed to file descriptor 1
     by C code, so captured at that level) while one small convolution runs."""
@@ -121,7 +130,7 @@ def fingerprint(device: str = "cpu", threads: int = 0) -> dict[str, Any]:
         **cpu,
         "device": "cpu",
         "aten_capability": torch.backends.cpu.get_cpu_capability().lower(),
-        "mkl_isa": capped(cpu["cpu_isa"], MKL_CAPS.get(os.environ.get("MKL_ENABLE_INSTRUCTIONS", "").upper())),
+        "mkl_isa": mkl_isa(cpu["cpu_isa"], os.environ.get("MKL_ENABLE_INSTRUCTIONS", "")),
         # MKL's conditional numerical reproducibility branch: COMPATIBLE runs the same code on every vendor.
         "mkl_cbwr": os.environ.get("MKL_CBWR", "AUTO").upper(),
         "onednn_isa": onednn_isa(),
