@@ -32,10 +32,12 @@ from torch import nn
 
 from genlab.config import Runtime, load_params
 from genlab.cpu_pins import PINS, SWITCH
+from genlab.feature_extractor import build_classifier
 from genlab.gan_trainer import GanTrainer, build_gan
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
-from genlab.train import adam, batch_indices, build_classifier, make_generator
+from genlab.optim import adam
+from genlab.streams import batch_indices, make_generator
 from genlab.vae_trainer import VaeTrainer, build_vae, evaluate_vae_loss
 
 TRAIN_SIZE = 60_000
@@ -250,7 +252,7 @@ def baseline_vae_steps(cfg: dict, images: torch.Tensor):
 
 
 def classifier_steps(cfg: dict, images: torch.Tensor, device: torch.device):
-    """The pipeline classifier's training step (conv layers: oneDNN on the CPU), as genlab.train runs it."""
+    """The pipeline classifier's training step (conv layers: oneDNN on the CPU), as classifier_training runs it."""
     model = build_classifier(cfg).to(device)
     opt = adam(model.parameters(), lr=cfg["max_lr"], device=device)
     labels = torch.randint(0, 10, (images.shape[0],), device=device)

@@ -10,6 +10,7 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
+from genlab.checkpoints import load_checkpoint
 from genlab.config import Runtime, flatten, load_params
 from genlab.data import load_split, to_flat_float
 from genlab.evaluate import (
@@ -20,12 +21,12 @@ from genlab.evaluate import (
     vae_reconstruction,
     vae_samples,
 )
+from genlab.feature_extractor import load_classifier
 from genlab.gan_trainer import build_gan
 from genlab.io import atomic_write_json
 from genlab.metrics import RealReference, sample_metrics
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
-from genlab.train import load_checkpoint, load_classifier
 from genlab.vae_trainer import build_vae
 
 

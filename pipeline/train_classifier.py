@@ -6,12 +6,15 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
+from genlab.checkpoints import checkpoint_header
+from genlab.classifier_training import train_classifier
 from genlab.config import Runtime, flatten, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.feature_extractor import build_classifier, predict_logits
 from genlab.io import atomic_torch_save, atomic_write_json, weights_sha256
 from genlab.runtime import setup_torch
+from genlab.streams import make_generator
 from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
-from genlab.train import build_classifier, checkpoint_header, make_generator, predict_logits, train_classifier
 
 
 def main(params_path: str = "params.yaml") -> None:

@@ -10,9 +10,9 @@ from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
+from genlab.feature_extractor import load_classifier
 from genlab.gan_trainer import GanTrainer, build_gan
 from genlab.runtime import setup_torch
-from genlab.train import load_classifier
 
 
 def main(params_path: str = "params.yaml") -> None:

@@ -13,8 +13,9 @@ from genlab.config import Runtime, load_params
 from genlab.data import dataset_checksum, load_split, to_flat_float
 from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
+from genlab.feature_extractor import load_classifier
 from genlab.runtime import setup_torch
-from genlab.train import load_classifier, to_uint8_images
+from genlab.trainer import to_uint8_images
 from genlab.vae_trainer import VaeTrainer, build_vae
 
 

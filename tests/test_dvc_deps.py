@@ -17,8 +17,8 @@ import yaml
 from .conftest import REPO
 
 # Imported everywhere but never shape a stage's outputs: the version string and the OpenMP policy; parameter
-# validation (the values themselves are tracked under params:); MLflow logging.
-NEVER_DEPS = {"src/genlab/__init__.py", "src/genlab/config.py", "src/genlab/tracking.py"}
+# validation (the values themselves are tracked under params:); MLflow logging; the progress lines training prints.
+NEVER_DEPS = {"src/genlab/__init__.py", "src/genlab/config.py", "src/genlab/tracking.py", "src/genlab/progress.py"}
 # Imported for code the stage does not run: render.py only draws the MLflow preview images of training.
 NOT_RUN = {
     "train_gan": {"src/genlab/render.py"},
@@ -92,3 +92,11 @@ def test_no_training_stage_depends_on_another_models_code():
         for model in models:
             assert f"src/genlab/models/{model}.py" not in STAGES[stage]["deps"], stage
             assert f"src/genlab/{model}_trainer.py" not in STAGES[stage]["deps"], stage
+
+
+def test_no_stage_depends_on_the_progress_lines_nor_gan_and_vae_on_the_classifiers_training():
+    for stage, spec in STAGES.items():
+        assert "src/genlab/progress.py" not in spec["deps"], stage  # an edit to what training prints reruns nothing
+    for stage in ("train_gan", "train_vae"):
+        assert "src/genlab/classifier_training.py" not in STAGES[stage]["deps"]
+        assert "src/genlab/feature_extractor.py" in STAGES[stage]["deps"]  # they load it for the diagnostics

@@ -9,10 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from genlab.classifier_training import train_classifier
 from genlab.diagnostics import class_coverage, classifier_score, sample_diagnostics
+from genlab.feature_extractor import predict_logits
 from genlab.metrics import RealReference, pixel_entropy, precision_recall, sample_metrics, two_sample_accuracy
 from genlab.models.classifier import Classifier
-from genlab.train import make_generator, predict_logits, train_classifier
+from genlab.streams import make_generator
 
 from .conftest import synthetic_digits
 

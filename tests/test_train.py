@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
+from genlab.checkpoints import load_checkpoint
 from genlab.config import GanConfig, VaeConfig
 from genlab.gan_trainer import GanTrainer, build_gan
-from genlab.train import load_checkpoint
 from genlab.vae_trainer import VaeTrainer, build_vae
 
 from .conftest import synthetic_digits
@@ -166,9 +166,12 @@ def test_per_epoch_diagnostics_join_the_history_and_leave_training_alone(make_tr
 
 
 def test_classifier_training_and_loading(tmp_path):
+    from genlab.checkpoints import CHECKPOINT_FORMAT
+    from genlab.classifier_training import train_classifier
     from genlab.config import ClassifierConfig
+    from genlab.feature_extractor import build_classifier, load_classifier
     from genlab.io import atomic_torch_save, weights_sha256
-    from genlab.train import CHECKPOINT_FORMAT, build_classifier, load_classifier, make_generator, train_classifier
+    from genlab.streams import make_generator
 
     from .conftest import synthetic_digits
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from genlab.feature_extractor import predict_logits
 from genlab.models.classifier import Classifier
-from genlab.train import predict_logits
 
 # A class "is present" when it holds more than this share of the samples.
 PRESENT_SHARE = 0.02

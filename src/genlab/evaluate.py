@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from genlab.metrics import pixel_entropy
 from genlab.models.gan import GAN
 from genlab.models.vae import VAE
-from genlab.train import make_generator
+from genlab.streams import make_generator
 from genlab.vae_trainer import evaluate_vae_loss
 
 

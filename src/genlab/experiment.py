@@ -20,7 +20,7 @@ from genlab.config import PathsConfig, Runtime, flatten
 from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from genlab.render import grid_image
 from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
-from genlab.train import EpochResult, Trainer
+from genlab.trainer import EpochResult, Trainer
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The GAN's trainer: alternating discriminator and generator steps (Goodfellow et al. 2014, Algorithm 1, with
-k = 1), on the shared machinery of genlab.train."""
+k = 1), on the shared loop of genlab.trainer."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from typing import Any
 import torch
 
 from genlab.models.gan import GAN
-from genlab.train import Trainer, adam, batch_indices, make_generator, to_uint8_images
+from genlab.optim import adam
+from genlab.streams import batch_indices, make_generator
+from genlab.trainer import Trainer, to_uint8_images
 
 
 class GanTrainer(Trainer):

@@ -18,9 +18,11 @@ from typing import Any
 
 import torch
 
+from genlab.classifier_training import train_classifier
 from genlab.diagnostics import class_coverage, class_probabilities, classifier_score
+from genlab.feature_extractor import predict_logits
 from genlab.models.classifier import Classifier, ClassifierFeatures
-from genlab.train import make_generator, predict_logits, train_classifier
+from genlab.streams import make_generator
 
 
 @torch.no_grad()

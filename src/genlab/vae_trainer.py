@@ -1,4 +1,4 @@
-"""The VAE's trainer and its test-set loss, on the shared machinery of genlab.train."""
+"""The VAE's trainer and its test-set loss, on the shared loop of genlab.trainer."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ from typing import Any
 import torch
 
 from genlab.models.vae import VAE
-from genlab.train import Trainer, adam, batch_indices, make_generator, to_uint8_images
+from genlab.optim import adam
+from genlab.streams import batch_indices, make_generator
+from genlab.trainer import Trainer, to_uint8_images
 
 
 class VaeTrainer(Trainer):

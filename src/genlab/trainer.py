@@ -1,57 +1,24 @@
-"""Training machinery shared by every model: the Trainer base class (the loop, checkpoints, resume), random
-streams, the fused Adam, checkpoint loading, and the classifier's training. The GAN and VAE trainers live in
-genlab.gan_trainer and genlab.vae_trainer, so that each training stage depends only on its own model's code.
-
-A trainer owns the loop, the optimisers, the RNG and the checkpoints of one model.
-
-Data path: the whole training set sits as one float tensor on the training device; a batch is an
-index_select of a slice of a random permutation. No DataLoader, no per-sample Python, no worker processes.
-Metrics are summed on the device and read once per epoch, so a GPU never waits on the host inside an epoch.
-
-Determinism: every random draw of training (batch order, noise, dropout masks, the VAE's epsilon) comes from
-the trainer's own torch.Generator, whose state goes into each checkpoint, so a resumed run continues the exact
-random stream of an uninterrupted one and nothing depends on what else the process did with torch's global RNG.
+"""The training loop shared by every generative model: the Trainer base class (epochs, per-epoch snapshots and
+diagnostics, checkpoints and resume). A model's trainer (genlab.gan_trainer, genlab.vae_trainer) supplies one
+epoch of training, its optimisers and its snapshot. Metrics are summed on the device and read once per epoch, so
+a GPU never waits on the host inside an epoch.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-import genlab
+from genlab.checkpoints import CHECKPOINT_FORMAT, checkpoint_header
 from genlab.io import atomic_torch_save
-from genlab.models.classifier import Classifier
-
-CHECKPOINT_FORMAT = 1
-
-
-def checkpoint_header(kind: str) -> dict[str, Any]:
-    """The fields every genlab checkpoint starts with: its format, what it holds and what wrote it."""
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "kind": kind,
-        "genlab_version": genlab.__version__,
-        "torch_version": torch.__version__.split("+")[0],
-    }
-
-
-def make_generator(seed: int, stream: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """An independent, reproducible random stream: (seed, stream) -> generator."""
-    g = torch.Generator(device=device)
-    g.manual_seed(seed * 1_000_003 + stream)
-    return g
-
-
-def adam(params, *, lr: float, betas: tuple[float, float] = (0.9, 0.999), device: torch.device) -> torch.optim.Adam:
-    """Adam (Kingma & Ba 2015) with the fused kernel: one pass over all parameters instead of ~10 (CPU and CUDA)."""
-    return torch.optim.Adam(params, lr=lr, betas=betas, fused=device.type in ("cpu", "cuda"))
+from genlab.progress import epoch_line
+from genlab.streams import make_generator
 
 
 def to_uint8_images(x: torch.Tensor, *, symmetric: bool, side: int = 28) -> torch.Tensor:
@@ -59,19 +26,6 @@ def to_uint8_images(x: torch.Tensor, *, symmetric: bool, side: int = 28) -> torc
     if symmetric:
         x = (x + 1) / 2
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, side, side).cpu()
-
-
-def batch_indices(n: int, batch_size: int, generator: torch.Generator, device: torch.device) -> Iterator[torch.Tensor]:
-    perm = torch.randperm(n, generator=generator, device=device)
-    for start in range(0, n, batch_size):
-        yield perm[start : start + batch_size]
-
-
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
 @dataclass
@@ -208,75 +162,8 @@ class Trainer(ABC):
             self.history.snapshots.append(snapshot)
             done = self.epoch - start_epoch
             eta = (time.perf_counter() - t_start) / done * (epochs - self.epoch)
-            shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "epoch")
-            log(f"[{self.kind}] epoch {self.epoch}/{epochs}  {shown}  | {seconds:.1f}s  eta {format_duration(eta)}")
+            log(epoch_line(self.kind, self.epoch, epochs, metrics, seconds, eta))
             if on_epoch is not None:
                 on_epoch(EpochResult(self.epoch, metrics, snapshot, seconds))
             if state_path is not None and (self.epoch % checkpoint_every == 0 or self.epoch == epochs):
                 atomic_torch_save(state_path, self.state_dict())
-
-
-def train_classifier(
-    model: Classifier,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    epochs: int,
-    batch_size: int,
-    max_lr: float,
-    rng: torch.Generator,
-    on_epoch: Callable[[int, float], None] | None = None,
-) -> None:
-    """Train a classifier (or, with one output, a binary discriminator) with Adam and a one-cycle schedule.
-
-    images: [N, 784] in [0, 1] on the model's device; labels: [N] class indices (0/1 for one output).
-    on_epoch(epoch, mean training loss) is called after each epoch.
-    """
-    device = images.device
-    n = images.shape[0]
-    opt = adam(model.parameters(), lr=max_lr, device=device)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=epochs * math.ceil(n / batch_size))
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total = torch.zeros((), device=device)
-        for idx in batch_indices(n, batch_size, rng, device):
-            loss = model.loss(images.index_select(0, idx), labels.index_select(0, idx))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach() * idx.shape[0]
-        if on_epoch is not None:
-            on_epoch(epoch, float(total) / n)
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(images[i : i + batch_size]) for i in range(0, images.shape[0], batch_size)])
-
-
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run its training stage first (dvc repro)")
-    state = torch.load(path, map_location=device, weights_only=True)
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: checkpoint format {state.get('format')}, this genlab reads {CHECKPOINT_FORMAT}")
-    return state
-
-
-def build_classifier(cfg: dict[str, Any], num_classes: int = 10) -> Classifier:
-    return Classifier(channels=tuple(cfg["channels"]), feature_dim=cfg["feature_dim"], num_classes=num_classes)
-
-
-def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, dict[str, Any]]:
-    """The feature extractor from the train_classifier stage, in eval mode, and its record (test accuracy and
-    weights hash: metrics in its feature space only compare between runs with the same hash)."""
-    state = load_checkpoint(path, device)
-    if state.get("kind") != "classifier":
-        raise ValueError(f"{path} holds a {state.get('kind')!r} checkpoint, not the classifier")
-    model = build_classifier(state["config"]["classifier"]).to(device)
-    model.load_state_dict(state["model"])
-    model.eval()
-    return model, {"test_accuracy": state["test_accuracy"], "weights_sha256": state["weights_sha256"]}
