@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from genlab.config import Runtime, load_params
-from genlab.cpu_pins import PINS, SWITCH
+from genlab.cpu_pins import SWITCH, VARIABLES
 from genlab.feature_extractor import build_classifier
 from genlab.gan_trainer import GanTrainer, build_gan
 from genlab.models.gan import GAN
@@ -286,7 +286,7 @@ def compare_pins(args: argparse.Namespace) -> None:
     mfus: dict[str, dict[str, list[float]]] = {name: {} for name in PIN_RUNS}
     for _ in range(2):
         for name, pins in PIN_RUNS.items():
-            env = {k: v for k, v in os.environ.items() if k not in (*PINS, SWITCH)} | pins
+            env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | pins
             cmd = [sys.executable, __file__, "--params", args.params, "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
@@ -334,7 +334,7 @@ def main() -> None:
         what = f"GPU {torch.cuda.get_device_name(device)}"
     else:
         cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-        pins = ", ".join(f"{k}={os.environ[k]}" for k in (*PINS, SWITCH) if k in os.environ) or "none"
+        pins = ", ".join(f"{k}={os.environ[k]}" for k in VARIABLES if k in os.environ) or "none"
         what = (
             f"CPU {cpu}, {threads} threads of {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']},"
             f" ATen {torch.backends.cpu.get_cpu_capability()}, pins: {pins}"

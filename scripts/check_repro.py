@@ -46,6 +46,7 @@ from genlab import cpu_pins  # noqa: E402
 from genlab.config import load_params  # noqa: E402
 from genlab.fingerprint import class_differences, class_id  # noqa: E402
 from genlab.repro import (  # noqa: E402
+    Difference,
     Record,
     changed_deps,
     compare_metrics,
@@ -175,13 +176,18 @@ def write_record(records_dir: Path, fp: dict[str, Any], run: Run) -> Path:
     return dest
 
 
+def bit_differences(expected: Record | Run, actual: Run) -> list[Difference]:
+    """Every output hash and every metric value that is not exactly the same."""
+    return compare_outputs(expected.lock, actual.lock) + compare_metrics(expected.metrics, actual.metrics, 0.0)
+
+
 def code_changes(record: Record, run: Run) -> str:
     deps = changed_deps(record.lock, run.lock)
     return "code or data changed since the record was made: " + ", ".join(deps) if deps else ""
 
 
 def check_exact(record: Record, run: Run) -> int:
-    fatal = compare_outputs(record.lock, run.lock) + compare_metrics(record.metrics, run.metrics, 0.0)
+    fatal = bit_differences(record, run)
     if not fatal:
         n_met = sum(len(v) for v in record.metrics.values())
         print(f"check_repro: reproduced: {len(lock_hashes(record.lock))} output hashes and {n_met} metric values"
@@ -207,7 +213,7 @@ def check_two_runs(
 ) -> tuple[int, Run]:
     first = run_profile(params, env, "run 1 of 2")
     second = run_profile(params, env, "run 2 of 2")
-    nondeterministic = compare_outputs(first.lock, second.lock) + compare_metrics(first.metrics, second.metrics, 0.0)
+    nondeterministic = bit_differences(first, second)
     shutil.rmtree(second.work, ignore_errors=True)
     if nondeterministic:
         print(f"check_repro: NOT deterministic on this machine: two runs differ in {len(nondeterministic)} places:")

@@ -26,7 +26,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "GENLAB_CPU_PINS")
+sys.path.insert(0, str(REPO / "src"))
+
+# genlab's import sets its pins in this process too; run_probe clears every one of VARIABLES for each probe.
+from genlab.cpu_pins import VARIABLES  # noqa: E402
 
 # The pin sets compared. Values are what genlab.cpu_pins would set; "none" turns genlab's pins off.
 PIN_SETS: dict[str, dict[str, str]] = {
@@ -122,7 +125,7 @@ def probe(threads: int) -> dict[str, str]:
 
 
 def run_probe(pins: dict[str, str], threads: int, qemu_cpu: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in PIN_VARIABLES}
+    env = {k: v for k, v in os.environ.items() if k not in VARIABLES}
     env.update(pins)
     cmd = [sys.executable, __file__, "--probe", "--threads", str(threads)]
     if qemu_cpu:

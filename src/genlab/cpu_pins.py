@@ -31,17 +31,36 @@ PINS = {
 }
 PORTABLE = {"MKL_CBWR": "COMPATIBLE"}  # MKL's SSE2 path, without vendor dispatch
 SWITCH = "GENLAB_CPU_PINS"
+# Every variable that decides which CPU kernels run: what a tool clears to compare pin sets, and what a fingerprint
+# records.
+VARIABLES = (*PINS, *PORTABLE, SWITCH)
+# What ATen's AVX2 kernels need (and what the libraries call the AVX2 level).
+AVX2_FLAGS = frozenset({"avx2", "fma"})
 # What apply() set in this process (not the user): a tool that starts stages with another GENLAB_CPU_PINS level
 # must drop these from the environment it passes on, or they would pin the stages regardless.
 APPLIED: dict[str, str] = {}
 
 
+def first_processor(cpuinfo: str | None = None) -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (or of the text given) as key -> value; empty where there is
+    none. One block is enough: every core of a machine is the same model here."""
+    if cpuinfo is None:
+        info = Path("/proc/cpuinfo")
+        cpuinfo = info.read_text() if info.exists() else ""
+    first: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            if first:
+                break
+            continue
+        key, _, value = line.partition(":")
+        first.setdefault(key.strip(), value.strip())
+    return first
+
+
 def cpu_flags() -> frozenset[str]:
     """The first processor's flags in /proc/cpuinfo (empty where there is none)."""
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.exists() else ""
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return frozenset(line.partition(":")[2].split())
+    return frozenset(first_processor().get("flags", "").split())
 
 
 def apply(environ: MutableMapping[str, str] = os.environ, flags: Set[str] | None = None) -> dict[str, str]:
@@ -55,7 +74,7 @@ def apply(environ: MutableMapping[str, str] = os.environ, flags: Set[str] | None
     if level == "off" or platform.machine().lower() not in ("x86_64", "amd64"):
         return {}
     pins = PINS | (PORTABLE if level == "portable" else {})
-    if not {"avx2", "fma"} <= (cpu_flags() if flags is None else flags):
+    if not AVX2_FLAGS <= (cpu_flags() if flags is None else flags):
         pins.pop("ATEN_CPU_CAPABILITY")
     applied = {k: v for k, v in pins.items() if k not in environ}
     environ.update(applied)

@@ -20,8 +20,9 @@ import re
 import sys
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
+
+from genlab.cpu_pins import AVX2_FLAGS, VARIABLES, first_processor
 
 # The fields that decide the bits. Records whose CLASS_FIELDS are equal are expected to agree bit for bit.
 CLASS_FIELDS = (
@@ -43,7 +44,7 @@ CLASS_FIELDS = (
 ISA_LEVELS = (
     ("avx512_bf16", {"avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16"}),
     ("avx512", {"avx512f", "avx512bw", "avx512vl", "avx512dq"}),
-    ("avx2", {"avx2", "fma"}),
+    ("avx2", AVX2_FLAGS),
     ("sse4_2", {"sse4_2"}),
 )
 # MKL_ENABLE_INSTRUCTIONS values -> the highest level of ISA_LEVELS that MKL may use under them.
@@ -52,16 +53,7 @@ MKL_CAPS = {"SSE4_2": "sse4_2", "AVX2": "avx2", "AVX512": "avx512_bf16", "AVX512
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, str]:
     """Vendor, model name, family/model and the highest ISA level (of ISA_LEVELS) the CPU offers."""
-    if cpuinfo is None:
-        cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    first: dict[str, str] = {}
-    for line in cpuinfo.splitlines():
-        if not line.strip():
-            if first:
-                break  # one processor's block is enough: every core of a machine is the same model here
-            continue
-        key, _, value = line.partition(":")
-        first.setdefault(key.strip(), value.strip())
+    first = first_processor(cpuinfo)
     flags = set(first.get("flags", "").split())
     isa = next((name for name, needs in ISA_LEVELS if needs <= flags), "baseline")
     return {
@@ -139,7 +131,7 @@ def fingerprint(device: str = "cpu", threads: int = 0) -> dict[str, Any]:
         **library_versions(torch.__config__.show()),
         "cuda": "none",
         "cudnn": "none",
-        "pins": {k: os.environ[k] for k in PIN_VARIABLES if k in os.environ},
+        "pins": {k: os.environ[k] for k in VARIABLES if k in os.environ},
     }
     if device == "cuda" and torch.cuda.is_available():
         fp["device"] = torch.cuda.get_device_name(0)
@@ -159,23 +151,18 @@ def machine_class(fp: Mapping[str, Any]) -> dict[str, Any]:
 
 def class_id(fp: Mapping[str, Any]) -> str:
     """A short, readable name for a machine class: e.g. cpu-amd-avx2-2t-1f0c3a9e."""
-    digest = hashlib.sha256(json.dumps(machine_class(fp), sort_keys=True).encode()).hexdigest()[:8]
+    cls = machine_class(fp)
+    digest = hashlib.sha256(json.dumps(cls, sort_keys=True).encode()).hexdigest()[:8]
     if fp.get("device", "cpu") != "cpu":
         gpu = re.sub(r"[^a-z0-9]+", "-", str(fp["device"]).lower()).strip("-")
         return f"gpu-{gpu}-{digest}"
-    vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel", "any": "x86"}.get(
-        str(machine_class(fp)["cpu_vendor"]), "cpu"
-    )
+    vendor = {"AuthenticAMD": "amd", "GenuineIntel": "intel", "any": "x86"}.get(str(cls["cpu_vendor"]), "cpu")
     return f"cpu-{vendor}-{fp.get('aten_capability')}-{fp.get('threads')}t-{digest}"
 
 
 def class_differences(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
     """The class fields in which two fingerprints differ, as 'field: a -> b'."""
     return [f"{k}: {a.get(k)} -> {b.get(k)}" for k in CLASS_FIELDS if a.get(k) != b.get(k)]
-
-
-# Read by MKL, oneDNN and ATen when torch loads; genlab.cpu_pins sets them unless the user did.
-PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ONEDNN_MAX_CPU_ISA", "GENLAB_CPU_PINS")
 
 
 if __name__ == "__main__":

@@ -94,12 +94,8 @@ def compare_metrics(
     return diffs
 
 
-def report(diffs: Iterable[Difference], deps: Iterable[str] = ()) -> str:
-    lines = [f"  {d}" for d in diffs]
-    deps = list(deps)
-    if deps:
-        lines.append("  inputs that changed since the record was made (a likely cause): " + ", ".join(deps))
-    return "\n".join(lines)
+def report(diffs: Iterable[Difference]) -> str:
+    return "\n".join(f"  {d}" for d in diffs)
 
 
 # -- records per machine class -----------------------------------------------------------------------------------
