@@ -30,15 +30,15 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 import torch
 from torch import nn
 
+from genlab import registry
 from genlab.config import Runtime, load_params
 from genlab.cpu_pins import SWITCH, VARIABLES
 from genlab.feature_extractor import build_classifier
-from genlab.gan_trainer import GanTrainer, build_gan
-from genlab.models.gan import GAN
-from genlab.models.vae import VAE
+from genlab.models.vae.model import VAE, evaluate_loss
+from genlab.models.vae.trainer import VaeTrainer
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.vae_trainer import VaeTrainer, build_vae, evaluate_vae_loss
+from genlab.trainer import Trainer, TrainingData
 
 TRAIN_SIZE = 60_000
 
@@ -46,40 +46,6 @@ TRAIN_SIZE = 60_000
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def linear_sizes(module: nn.Module) -> list[tuple[int, int]]:
-    return [(m.in_features, m.out_features) for m in module.modules() if isinstance(m, nn.Linear)]
-
-
-def mlp_flops(sizes: list[tuple[int, int]], *, forward: int, weight_grad: int, input_grad: int, first_input_grad: int):
-    """FLOPs of matmuls: each Linear costs 2*in*out per row for forward, weight gradient and input gradient.
-    Arguments say how many rows (per real sample) each pass processes; the first layer's input gradient is
-    only needed when something upstream trains (the generator, for the discriminator in a generator step)."""
-    total = 0
-    for i, (fan_in, fan_out) in enumerate(sizes):
-        per_row = 2 * fan_in * fan_out
-        total += per_row * (forward + weight_grad + (first_input_grad if i == 0 else input_grad))
-    return total
-
-
-def gan_flops_per_sample(gan: GAN) -> int:
-    g, d = linear_sizes(gan.generator), linear_sizes(gan.discriminator)
-    # Discriminator step: G forward on B noise rows; D forward, weight grads and inner input grads on 2B rows.
-    d_step = mlp_flops(g, forward=1, weight_grad=0, input_grad=0, first_input_grad=0)
-    d_step += mlp_flops(d, forward=2, weight_grad=2, input_grad=2, first_input_grad=0)
-    # Generator step: D forward and input grads (all layers, to reach G) on B rows, weights frozen; G backward.
-    g_step = mlp_flops(d, forward=1, weight_grad=0, input_grad=1, first_input_grad=1)
-    g_step += mlp_flops(g, forward=0, weight_grad=1, input_grad=1, first_input_grad=0)
-    return d_step + g_step
-
-
-def vae_flops_per_sample(vae: VAE) -> int:
-    enc = linear_sizes(vae.encoder) + linear_sizes(vae.to_moments)
-    dec = linear_sizes(vae.decoder)
-    return mlp_flops(enc, forward=1, weight_grad=1, input_grad=1, first_input_grad=0) + mlp_flops(
-        dec, forward=1, weight_grad=1, input_grad=1, first_input_grad=1
-    )
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
@@ -236,7 +202,7 @@ def baseline_gan_steps(cfg: dict, images: torch.Tensor):
 
 
 def baseline_vae_steps(cfg: dict, images: torch.Tensor):
-    vae = build_vae(cfg)
+    vae = VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
     loader = baseline_loader(images, 64, symmetric=False)
 
@@ -340,36 +306,23 @@ def main() -> None:
             f" ATen {torch.backends.cpu.get_cpu_capability()}, pins: {pins}"
         )
     print(f"genlab train_speed: {what}; torch {torch.__version__}, Python {platform.python_version()}")
-    gan_cfg, vae_cfg = params.gan.model_dump(), params.vae.model_dump()
+    gan_cfg, vae_cfg = params.model("gan").model_dump(), params.model("vae").model_dump()
     n = max(args.steps + args.warmup, 1) * max(gan_cfg["batch_size"], vae_cfg["batch_size"])
     raw = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
     flat = raw.reshape(n, -1).float().div(255).to(device)
     test = flat[:10_000]
 
-    gan = build_gan(gan_cfg)
-    gan_trainer = GanTrainer(
-        gan,
-        flat * 2 - 1,
-        {},
-        batch_size=gan_cfg["batch_size"],
-        lr=gan_cfg["lr"],
-        betas=(gan_cfg["beta1"], gan_cfg["beta2"]),
-        num_fixed_samples=64,
-        seed=0,
-        device=device,
-    )
-    vae = build_vae(vae_cfg)
-    vae_trainer = VaeTrainer(
-        vae,
-        flat,
-        test,
-        {},
-        batch_size=vae_cfg["batch_size"],
-        lr=vae_cfg["lr"],
-        num_reconstructions=32,
-        seed=0,
-        device=device,
-    )
+    labels = torch.randint(0, 10, (n,), device=device)
+    data = TrainingData(flat, labels, test, labels[: test.shape[0]])
+
+    def trainer_of(name: str) -> Trainer:
+        """Built as pipeline/train.py builds it, from the model's params section."""
+        kind, cfg = params.models[name], params.model(name).resolved()
+        model = registry.model_class(kind).from_config(cfg)
+        return registry.trainer_class(kind)(model, cfg, data, name=name, config={}, seed=0, device=device)
+
+    gan_trainer, vae_trainer = trainer_of("gan"), trainer_of("vae")
+    gan, vae = gan_trainer.model, vae_trainer.model
 
     def steps_of(trainer, steps: int) -> None:
         trainer.data, saved = trainer.data[: steps * trainer.batch_size], trainer.data
@@ -385,7 +338,7 @@ def main() -> None:
     # VAE per-epoch extra: the test-set evaluation the trainer runs after every epoch.
     sync(device)
     t = time.perf_counter()
-    evaluate_vae_loss(vae, test, seed=0)
+    evaluate_loss(vae, test, seed=0)
     sync(device)
     vae_eval_s = (time.perf_counter() - t) * (10_000 / test.shape[0])
 
@@ -400,7 +353,7 @@ def main() -> None:
     vae_data = data_path_seconds(flat, vae_cfg["batch_size"], device, args.steps)
     print_peaks(peaks)
     print()
-    gan_flops, vae_flops = gan_flops_per_sample(gan), vae_flops_per_sample(vae)
+    gan_flops, vae_flops = gan.flops_per_sample(), vae.flops_per_sample()
     gan_rate = report("GAN (genlab)", step_s["gan"], peaks, gan_cfg["batch_size"], gan_flops, gan_data)
     vae_rate = report(
         "VAE (genlab)", step_s["vae"], peaks, vae_cfg["batch_size"], vae_flops, vae_data, extra_epoch_s=vae_eval_s

@@ -1,4 +1,7 @@
-"""Stage evaluate: sample metrics for the GAN, the VAE and real data (the floor), plus each model's own diagnostics.
+"""Stage evaluate@<name>: the sample metrics of one trained model (and a conditional model's conditional accuracy
+and per-class FID), plus the model's own test-set metrics; logged to the run that trained it. With the name
+`real` (stage evaluate_floor): the same sample metrics of real training images, the floor every model is read
+against. Usage: python pipeline/evaluate.py NAME
 
 Every sample metric is computed in the feature space of the train_classifier stage's CNN; its test accuracy and
 weights hash are recorded beside the metrics, since FID values only compare within one feature extractor.
@@ -10,75 +13,71 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-from genlab.checkpoints import load_checkpoint
-from genlab.config import Runtime, flatten, load_params
-from genlab.data import load_split, to_flat_float
-from genlab.evaluate import (
-    discriminator_accuracy,
-    gan_samples,
-    real_samples,
-    vae_log_likelihood,
-    vae_reconstruction,
-    vae_samples,
-)
+import json
+import sys
+from typing import Any
+
+from genlab import registry
+from genlab.config import FLOOR, Runtime, flatten, load_params
+from genlab.evaluate import conditional_metrics, generated_samples, real_samples
 from genlab.feature_extractor import load_classifier
-from genlab.gan_trainer import build_gan
 from genlab.io import atomic_write_json
 from genlab.metrics import RealReference, sample_metrics
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
-from genlab.vae_trainer import build_vae
+from genlab.trainer import TrainingData
 
 
-def main(params_path: str = "params.yaml") -> None:
+def main(name: str, params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
     runtime = Runtime()
+    if name != FLOOR and name not in params.models:
+        sys.exit(f"evaluate: {name!r} is neither {FLOOR!r} nor a model in params.yaml's models {sorted(params.models)}")
     cfg, paths, seed = params.evaluate, params.paths, params.seed
     device = setup_torch(runtime.device, runtime.threads, seed)
-    test = to_flat_float(load_split(paths.data, "t10k").images, device, symmetric=False)
-    train = to_flat_float(load_split(paths.data, "train").images, device, symmetric=False)
-
+    data = TrainingData.load(paths.data, device)
     classifier, feature_extractor = load_classifier(paths.classifier_model, device)
-    gan_state = load_checkpoint(paths.gan_model, device)
-    gan = build_gan(gan_state["config"]["gan"]).to(device)
-    gan.load_state_dict(gan_state["model"])
-    vae_state = load_checkpoint(paths.vae_model, device)
-    vae = build_vae(vae_state["config"]["vae"]).to(device)
-    vae.load_state_dict(vae_state["model"])
+    reference = RealReference(classifier, data.test_images, knn_k=cfg.knn_k, batch_size=cfg.batch_size)
 
-    n = cfg.num_samples
-    candidates = {
-        "real": real_samples(train, n, seed=seed),  # the floor: what a perfect model would score
-        "gan": gan_samples(gan, n, seed=seed, batch_size=cfg.batch_size),
-        "vae": vae_samples(vae, n, seed=seed, batch_size=cfg.batch_size),
-    }
-    metrics: dict = {"feature_extractor": feature_extractor}
-    reference = RealReference(classifier, test, knn_k=cfg.knn_k, batch_size=cfg.batch_size)
-    for name, images in candidates.items():
-        print(f"evaluate: sample metrics of {name} ({images.shape[0]} images vs {test.shape[0]} test images)")
-        metrics[name] = sample_metrics(reference, images, c2st_epochs=cfg.c2st_epochs, c2st_lr=cfg.c2st_lr, seed=seed)
-    metrics["gan"].update(discriminator_accuracy(gan, test * 2 - 1, seed=seed, batch_size=cfg.batch_size))
-    metrics["vae"].update(vae_reconstruction(vae, test, seed=seed, batch_size=cfg.batch_size))
-    metrics["vae"].update(vae_log_likelihood(vae, test, k=cfg.iwae_samples, seed=seed))
-    atomic_write_json(paths.evaluation, metrics)
-    for name in candidates:
-        shown = {k: v for k, v in metrics[name].items() if isinstance(v, int | float)}
-        print(f"evaluate: {name} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    def scores(images) -> dict[str, Any]:
+        print(
+            f"evaluate: sample metrics of {name} ({images.shape[0]} images vs {data.test_images.shape[0]} test images)"
+        )
+        return sample_metrics(reference, images, c2st_epochs=cfg.c2st_epochs, c2st_lr=cfg.c2st_lr, seed=seed)
 
+    metrics: dict[str, Any] = {"feature_extractor": feature_extractor}
+    if name == FLOOR:  # what a perfect model would score
+        metrics.update(scores(real_samples(data.train_images, cfg.num_samples, seed=seed)))
+    else:
+        model, _ = registry.load_model(paths.model(name), device)
+        images, labels = generated_samples(model, cfg.num_samples, seed=seed, batch_size=cfg.batch_size)
+        metrics.update(scores(images))
+        if labels is not None:
+            metrics.update(conditional_metrics(reference, data.test_labels, images, labels))
+        metrics.update(model.evaluation_metrics(data.test_images, data.test_labels, seed=seed, cfg=cfg))
+    atomic_write_json(paths.evaluation(name), metrics)
+    shown = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
+    print(f"evaluate: {name} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    if name == FLOOR:
+        return
+
+    floor = json.loads(paths.evaluation(FLOOR).read_text())
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
-    for kind, model_path in (("gan", paths.gan_model), ("vae", paths.vae_model)):
-        with tracker.model_run(kind, model_path) as found:
-            if found:
-                tracker.log_metrics(scalars(metrics[kind]), prefix="eval/")
-                tracker.log_metrics(scalars(metrics["real"]), prefix="floor/")
-                tracker.log_metrics({"classifier_test_accuracy": feature_extractor["test_accuracy"]}, prefix="eval/")
-                tracker.set_tags({"genlab.classifier_sha256": feature_extractor["weights_sha256"]})
+    with tracker.model_run(name, paths.model(name)) as found:
+        if found:
+            tracker.log_metrics(scalars(metrics), prefix="eval/")
+            tracker.log_metrics(scalars(floor), prefix="floor/")
+            tracker.log_metrics({"classifier_test_accuracy": feature_extractor["test_accuracy"]}, prefix="eval/")
+            tracker.set_tags({"genlab.classifier_sha256": feature_extractor["weights_sha256"]})
 
 
 def scalars(values: dict) -> dict[str, float]:
-    """The numbers only, nested dicts flattened with dots (class_share.3)."""
+    """The numbers only, nested dicts flattened with dots (class_share.3); the feature extractor's record aside."""
+    values = {k: v for k, v in values.items() if k != "feature_extractor"}
     return {k: float(v) for k, v in flatten(values).items() if isinstance(v, int | float)}
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) != 2:
+        sys.exit(f"usage: python pipeline/evaluate.py NAME  (a model in params.yaml's models, or {FLOOR})")
+    main(sys.argv[1])

@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from genlab import cpu_pins  # noqa: E402
-from genlab.config import load_params  # noqa: E402
+from genlab.config import FLOOR, load_params  # noqa: E402
 from genlab.fingerprint import class_differences, class_id  # noqa: E402
 from genlab.repro import (  # noqa: E402
     Difference,
@@ -61,7 +61,6 @@ from genlab.repro import (  # noqa: E402
     report,
 )
 
-METRIC_PATHS = ("classifier_summary", "gan_summary", "vae_summary", "evaluation", "gan_history", "vae_history")
 # Machine classes this one machine can stand in for, by pinning its kernels otherwise: the runs that
 # --measure-tolerances makes beside the records of other classes (pins off, portable), which are such runs too.
 # Each runs other kernels than the default class (scripts/cpu_bits.py); MKL at AVX-512 is not among them because
@@ -102,12 +101,19 @@ def copy_repo(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def metrics_of(root: Path, paths: dict[str, str]) -> dict[str, dict[str, float]]:
-    return {
-        Path(paths[k]).name: parse_metrics_file(paths[k], (root / paths[k]).read_text())
-        for k in METRIC_PATHS
-        if (root / paths[k]).exists()
-    }
+def metric_files(params_path: Path) -> list[Path]:
+    """The metrics and plots files a run writes: the classifier's, each model's training history, summary and
+    evaluation, and the floor's evaluation."""
+    params = load_params(params_path)
+    paths = params.paths
+    files = [Path(paths.classifier_summary), paths.evaluation(FLOOR)]
+    for name in params.models:
+        files += [paths.summary(name), paths.history(name), paths.evaluation(name)]
+    return files
+
+
+def metrics_of(root: Path, files: list[Path]) -> dict[str, dict[str, float]]:
+    return {f.name: parse_metrics_file(str(f), (root / f).read_text()) for f in files if (root / f).exists()}
 
 
 def stage_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
@@ -148,7 +154,7 @@ def run_profile(params: dict[str, Any], env: dict[str, str], label: str) -> Run:
     work = Path(tempfile.mkdtemp(prefix="genlab-repro-"))
     copy_repo(work)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    paths = load_params(work / "params.yaml").paths.model_dump()  # validates the profile before running
+    files = metric_files(work / "params.yaml")  # validates the profile before running
     git = ["git", "-c", "user.name=genlab", "-c", "user.email=genlab@localhost"]
     subprocess.run(["git", "init", "-q"], cwd=work, check=True)
     subprocess.run(["git", "add", "-A"], cwd=work, check=True)
@@ -158,7 +164,7 @@ def run_profile(params: dict[str, Any], env: dict[str, str], label: str) -> Run:
     started = time.perf_counter()
     subprocess.run([str(Path(sys.executable).parent / "dvc"), "repro", "--force"], cwd=work, env=env, check=True)
     return Run(
-        yaml.safe_load((work / "dvc.lock").read_text()), metrics_of(work, paths), time.perf_counter() - started, work
+        yaml.safe_load((work / "dvc.lock").read_text()), metrics_of(work, files), time.perf_counter() - started, work
     )
 
 
@@ -169,9 +175,8 @@ def write_record(records_dir: Path, fp: dict[str, Any], run: Run) -> Path:
         shutil.rmtree(dest)
     (dest / "metrics").mkdir(parents=True)
     shutil.copy2(run.work / "dvc.lock", dest / "dvc.lock")
-    paths = load_params(run.work / "params.yaml").paths.model_dump()
-    for k in METRIC_PATHS:
-        shutil.copy2(run.work / paths[k], dest / "metrics" / Path(paths[k]).name)
+    for f in metric_files(run.work / "params.yaml"):
+        shutil.copy2(run.work / f, dest / "metrics" / f.name)
     (dest / "fingerprint.json").write_text(json.dumps(fp, indent=2) + "\n")
     return dest
 
@@ -296,8 +301,8 @@ def check_workspace(params: dict[str, Any], env: dict[str, str]) -> int:
           " the same class)")  # fmt: skip
     run = run_profile(params, env, "workspace params")
     try:
-        paths = load_params(REPO / "params.yaml").paths.model_dump()
-        workspace = Record("workspace", {}, yaml.safe_load((REPO / "dvc.lock").read_text()), metrics_of(REPO, paths))
+        files = metric_files(REPO / "params.yaml")
+        workspace = Record("workspace", {}, yaml.safe_load((REPO / "dvc.lock").read_text()), metrics_of(REPO, files))
         return check_exact(workspace, run)
     finally:
         shutil.rmtree(run.work, ignore_errors=True)

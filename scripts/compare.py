@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     images = args.out / "images"
     grids = {}
     for run_id in runs["run_id"]:
-        epochs = [p for p in tracker.artifact_paths(run_id, "figures") if "_epoch_" in p]
+        epochs = [p for p in tracker.artifact_paths(run_id, "figures") if "epoch_" in p.rsplit("/", 1)[-1]]
         if epochs:  # the last rendered epoch's grid
             path = tracker.download_artifact(run_id, epochs[-1], images / run_id[:8])
             grids[run_id] = path.rename(images / f"{run_id[:8]}_{path.name}")

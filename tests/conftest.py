@@ -73,6 +73,9 @@ def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
     params["vae"].update(
         epochs=epochs, batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=8, diagnostic_samples=50
     )
+    # The conditional models: the same tiny networks, ten rows of two fixed images.
+    params["cgan"].update({**params["gan"], "conditional": True, "num_fixed_samples": 20})
+    params["cvae"].update({**params["vae"], "conditional": True, "num_fixed_samples": 20})
     params["render"].update(epochs=list(range(1, epochs + 1)), scale=2)
     params["evaluate"].update(batch_size=50, num_samples=100, c2st_epochs=1, iwae_samples=10)
     for dotted, value in overrides.items():

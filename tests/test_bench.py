@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 
+import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
 from .conftest import REPO
-from .test_train import gan_trainer, vae_trainer
+from .test_train import make_trainer
 
 SCRIPT = REPO / "bench" / "train_speed.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("train_speed", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def counted_flops(trainer) -> int:
@@ -29,18 +22,14 @@ def counted_flops(trainer) -> int:
     return counter.get_total_flops()
 
 
-def test_gan_flops_per_sample_equal_what_a_training_step_executes():
-    bench = load_bench()
-    trainer = gan_trainer()  # 200 images, batch 50: 4 steps
-    assert counted_flops(trainer) == bench.gan_flops_per_sample(trainer.gan) * 200
-
-
-def test_vae_flops_per_sample_equal_what_a_training_step_executes():
-    bench = load_bench()
-    trainer = vae_trainer()
-    trainer.test = trainer.test[:0]  # the per-epoch test pass is not part of the training step
-    n = trainer.data.shape[0]
-    assert counted_flops(trainer) == bench.vae_flops_per_sample(trainer.vae) * n
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+@pytest.mark.parametrize("conditional", [False, True], ids=["unconditional", "conditional"])
+def test_flops_per_sample_equal_what_a_training_step_executes(kind, conditional):
+    extra = {"num_fixed_samples": 10} if conditional else {}
+    trainer = make_trainer(kind, conditional=conditional, **extra)  # 200 images, batch 50: 4 steps
+    if kind == "vae":
+        trainer.test = trainer.test[:0]  # the per-epoch test pass is not part of the training step
+    assert counted_flops(trainer) == trainer.model.flops_per_sample() * trainer.data.shape[0]
 
 
 def test_a_short_benchmark_run_prints_every_figure():

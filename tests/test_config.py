@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genlab.config import ConfigError, Params, Runtime, flatten, load_params
+from genlab.config import ConfigError, Runtime, flatten, load_params, make_params
+from genlab.models.gan.config import GanConfig
+from genlab.models.vae.config import VaeConfig
 
 from .conftest import REPO
 
@@ -26,12 +28,48 @@ def with_change(tmp_path: Path, section: str, key: str, value) -> Path:
 
 
 def test_repo_params_are_valid_and_match_the_defaults():
-    # params.yaml spells out every default, so a reader sees all knobs in one place.
-    assert load_params(REPO / "params.yaml") == Params()
+    # params.yaml spells out every default, so a reader sees all knobs in one place; the conditional models set
+    # only what makes them conditional.
+    p = load_params(REPO / "params.yaml")
+    assert p.models == {"gan": "gan", "vae": "vae", "cgan": "gan", "cvae": "vae"}
+    assert p.gan == GanConfig() and p.vae == VaeConfig()
+    assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80)
+    assert p.cvae == VaeConfig(conditional=True, num_fixed_samples=80)
+    defaults = make_params({})
+    for section in ("seed", "paths", "data", "classifier", "render", "evaluate"):
+        assert getattr(p, section) == getattr(defaults, section), section
+
+
+def test_models_name_their_kind_and_get_a_section_each(tmp_path):
+    text = "models: {small: vae}\nsmall: {epochs: 3, conditional: true}\nrender: {epochs: [3]}\n"
+    p = load_params(write(tmp_path, text))
+    assert p.models == {"small": "vae"} and p.model("small") == VaeConfig(epochs=3, conditional=True)
+    with pytest.raises(ConfigError, match="unknown model kind 'dcgan'.*registered kinds: \\['gan', 'vae'\\]"):
+        load_params(write(tmp_path, "models: {a: dcgan}\n"))
+    with pytest.raises(ConfigError, match="'paths' is a reserved name"):
+        load_params(write(tmp_path, "models: {paths: gan}\n"))
+    with pytest.raises(ConfigError, match="unknown key 'cgan'"):  # a section for a model not in models
+        load_params(write(tmp_path, "models: {gan: gan}\ncgan: {epochs: 3}\n"))
+    with pytest.raises(ConfigError, match="a conditional model draws 10 rows"):
+        load_params(write(tmp_path, "models: {c: gan}\nc: {conditional: true, num_fixed_samples: 64}\n"))
+
+
+def test_unconditional_records_keep_the_keys_they_had_before_conditioning():
+    # The record is stored in checkpoints: its keys decide the checkpoint's bytes, and so the recorded hashes.
+    assert list(GanConfig().record()) == [
+        "variant", "epochs", "batch_size", "latent_dim", "generator_hidden", "discriminator_hidden", "leaky_slope",
+        "dropout", "lr", "beta1", "beta2", "real_label", "num_fixed_samples", "diagnostic_samples", "precision",
+        "compile",
+    ]  # fmt: skip
+    assert list(VaeConfig().record()) == [
+        "epochs", "batch_size", "hidden", "latent_dim", "lr", "num_reconstructions", "diagnostic_samples",
+        "precision", "compile",
+    ]  # fmt: skip
+    assert GanConfig(conditional=True, num_fixed_samples=80).record()["conditional"] is True
 
 
 def test_params_are_frozen():
-    p = Params()
+    p = make_params({})
     with pytest.raises(Exception, match="frozen"):
         p.gan.epochs = 3  # type: ignore[misc]
 
@@ -107,25 +145,32 @@ def test_flatten():
 
 
 def test_gan_variant_applies_its_overrides():
-    faithful = Params().gan.resolved()
+    faithful = make_params({}).gan.record()
     assert faithful["variant"] == "faithful" and faithful["beta1"] == 0.9 and "variants" not in faithful
-    stable = Params(gan={"variant": "stable"}).gan.resolved()
+    stable = make_params({"gan": {"variant": "stable"}}).gan.record()
     assert stable["variant"] == "stable" and stable["beta1"] == 0.5 and stable["real_label"] == 0.9
     assert {k: v for k, v in stable.items() if k not in ("variant", "beta1", "real_label")} == {
         k: v for k, v in faithful.items() if k not in ("variant", "beta1", "real_label")
     }
     with pytest.raises(ValueError, match="may not redefine 'faithful'"):
-        Params(gan={"variants": {"faithful": {"lr": 1.0}}})
+        make_params({"gan": {"variants": {"faithful": {"lr": 1.0}}}})
 
 
-@pytest.mark.parametrize("stage", ["download", "train_classifier", "train_gan", "train_vae", "render", "evaluate"])
-def test_stage_stops_on_bad_params_before_writing(tmp_path, stage):
+@pytest.mark.parametrize(
+    "command", ["download", "train_classifier", "train gan", "train vae", "render gan", "evaluate gan", "evaluate real"]
+)
+def test_stage_stops_on_bad_params_before_writing(tmp_path, command):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["gan"]["epochs"] = -3
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    script, *args = command.split()
     result = subprocess.run(
-        [sys.executable, str(REPO / "pipeline" / f"{stage}.py")], cwd=tmp_path, env=env, capture_output=True, text=True
+        [sys.executable, str(REPO / "pipeline" / f"{script}.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode != 0
     assert "gan.epochs = -3" in result.stderr

@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from genlab.classifier_training import train_classifier
 from genlab.diagnostics import class_coverage, classifier_score, sample_diagnostics
 from genlab.feature_extractor import predict_logits
-from genlab.metrics import RealReference, pixel_entropy, precision_recall, sample_metrics, two_sample_accuracy
+from genlab.metrics import (
+    RealReference,
+    frechet_distance,
+    precision_recall,
+    sample_metrics,
+    two_sample_accuracy,
+)
 from genlab.models.classifier import Classifier
 from genlab.streams import make_generator
 
@@ -139,15 +145,20 @@ def test_two_sample_test_separates_noise_from_digits():
     assert two_sample_accuracy(x, noise, channels=(4, 8), epochs=2, lr=3e-3, seed=0) > 0.95
 
 
-def test_pixel_entropy_is_the_bce_floor():
-    binary = (torch.rand(5, 784) > 0.5).float()
-    assert pixel_entropy(binary) == pytest.approx(0.0)
-    grey = torch.full((5, 784), 0.5)
-    assert pixel_entropy(grey) == pytest.approx(784 * math.log(2))
-    # BCE of any prediction is at least the entropy of the targets, equal when the prediction is the target.
-    x = torch.rand(5, 784)
-    logits = torch.randn(5, 784)
-    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum").item() / 5
-    assert bce > pixel_entropy(x)
-    perfect = F.binary_cross_entropy(x.double(), x.double(), reduction="sum").item() / 5
-    assert perfect == pytest.approx(pixel_entropy(x), rel=1e-6)
+def test_frechet_distance_of_feature_sets_is_torchmetrics_fid():
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(300, 6, generator=g).double(), (torch.randn(200, 6, generator=g) * 1.5 + 0.3).double()
+
+    class Identity(torch.nn.Module):
+        num_features = 6
+
+        def forward(self, x):
+            return x
+
+    fid = FrechetInceptionDistance(feature=Identity(), normalize=True)
+    fid.update(a, real=True)
+    fid.update(b, real=False)
+    assert frechet_distance(a, b) == pytest.approx(float(fid.compute()), rel=1e-6)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-9)

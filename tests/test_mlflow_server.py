@@ -32,8 +32,8 @@ def test_two_runs_logged_to_a_real_server_read_back_over_http(tmp_path, server):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_"))}
     env.update(GENLAB_DATA_MIRROR=str(mirror), GENLAB_OFFLINE="1", GENLAB_THREADS="1",
                GENLAB_TRACKING_URI=server, PYTHONPATH="src")  # fmt: skip
-    for stage in ("download", "train_classifier", "train_gan", "train_vae"):
-        result = subprocess.run([sys.executable, f"pipeline/{stage}.py"], cwd=project, env=env,
+    for script, *args in (["download"], ["train_classifier"], ["train", "gan"], ["train", "vae"]):
+        result = subprocess.run([sys.executable, f"pipeline/{script}.py", *args], cwd=project, env=env,
                                 capture_output=True, text=True)  # fmt: skip
         assert result.returncode == 0, result.stdout + result.stderr
 

@@ -150,7 +150,7 @@ def tiny_profile(tmp_path, tiny_mirror):
     profile.mkdir(parents=True)
     full = tiny_params(sha, epochs=1)
     (profile / "params.yaml").write_text(
-        yaml.safe_dump({k: full[k] for k in ("data", "classifier", "gan", "vae", "render", "evaluate")})
+        yaml.safe_dump({k: full[k] for k in ("data", "classifier", "gan", "vae", "cgan", "cvae", "render", "evaluate")})
     )
     # Also without the pins genlab set in this test process: each stage sets its own.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "ATEN_", "MKL_", "ONEDNN_"))}
@@ -175,20 +175,20 @@ def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_
     atomic_torch_save(tmp_path / "altered.pt", model)
     altered_md5 = hashlib.md5((tmp_path / "altered.pt").read_bytes()).hexdigest()
     lock = yaml.safe_load((record_dir / "dvc.lock").read_text())
-    for entry in lock["stages"]["train_gan"]["outs"]:
+    for entry in lock["stages"]["train@gan"]["outs"]:
         if entry["path"] == "models/gan.pt":
             original_md5, entry["md5"] = entry["md5"], altered_md5
     (record_dir / "dvc.lock").write_text(yaml.safe_dump(lock))
-    evaluation = json.loads((record_dir / "metrics" / "evaluate.json").read_text())
-    evaluation["gan"]["discriminator_accuracy"] += 0.1
-    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    evaluation = json.loads((record_dir / "metrics" / "gan_eval.json").read_text())
+    evaluation["discriminator_accuracy"] += 0.1
+    (record_dir / "metrics" / "gan_eval.json").write_text(json.dumps(evaluation))
 
     result = subprocess.run(check, cwd=project, env=env, capture_output=True, text=True)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"mode exact: record {record_dir.name}" in result.stdout
     assert "NOT reproduced (2 differences" in result.stdout
     assert f"output models/gan.pt: expected {altered_md5}, got {original_md5}" in result.stdout
-    assert "metric evaluate.json:gan.discriminator_accuracy" in result.stdout
+    assert "metric gan_eval.json:discriminator_accuracy" in result.stdout
 
 
 def load_check_script(project: Path, monkeypatch):
@@ -215,10 +215,10 @@ def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypa
     fp = json.loads((record_dir / "fingerprint.json").read_text())
     fp["cpu_vendor"] = "GenuineIntel"  # as if it had been recorded on an Intel machine
     (record_dir / "fingerprint.json").write_text(json.dumps(fp))
-    evaluation = json.loads((record_dir / "metrics" / "evaluate.json").read_text())
+    evaluation = json.loads((record_dir / "metrics" / "gan_eval.json").read_text())
     tolerances = {f"{p.name}:{k}": 0.0 for p in (record_dir / "metrics").iterdir()
                   for k in parse_metrics_file(p.name, p.read_text())}  # fmt: skip
-    tolerances["evaluate.json:gan.fid"] = 1.0
+    tolerances["gan_eval.json:fid"] = 1.0
     (profile / "tolerances.json").write_text(json.dumps({"tolerances": tolerances}))
 
     for k in [k for k in os.environ if k.startswith(("DVC_", "GENLAB_"))]:
@@ -255,9 +255,9 @@ def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypa
 
         def cached(params, env, label):
             work = next(runs)
-            paths = script.load_params(work / "params.yaml").paths.model_dump()
+            files = script.metric_files(work / "params.yaml")
             return script.Run(
-                yaml.safe_load((work / "dvc.lock").read_text()), script.metrics_of(work, paths), 1.0, work
+                yaml.safe_load((work / "dvc.lock").read_text()), script.metrics_of(work, files), 1.0, work
             )
 
         monkeypatch.setattr(script, "run_profile", cached)
@@ -268,21 +268,21 @@ def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypa
         model = torch.load(work / "models" / "gan.pt", weights_only=True)
         model["model"]["generator.net.0.weight"][0, 0] += 1e-3
         atomic_torch_save(work / "models" / "gan.pt", model)
-        subprocess.run([bin_path("dvc"), "commit", "-f", "-q", "train_gan"], cwd=work, check=True)
+        subprocess.run([bin_path("dvc"), "commit", "-f", "-q", "train@gan"], cwd=work, check=True)
 
     status, out = replay(change_one_weight)
     assert status == 1 and "NOT deterministic on this machine: two runs differ in 1 places" in out
     assert "output models/gan.pt" in out
 
-    evaluation["gan"]["fid"] += 0.5  # inside the tolerance of 1.0
-    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    evaluation["fid"] += 0.5  # inside the tolerance of 1.0
+    (record_dir / "metrics" / "gan_eval.json").write_text(json.dumps(evaluation))
     status, out = replay()
     assert status == 0 and "reproduced within tolerance" in out
-    evaluation["gan"]["fid"] += 1.0  # now 1.5 away
-    (record_dir / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
+    evaluation["fid"] += 1.0  # now 1.5 away
+    (record_dir / "metrics" / "gan_eval.json").write_text(json.dumps(evaluation))
     status, out = replay()
     assert status == 1 and "NOT reproduced: 1 metrics outside the measured tolerance" in out
-    assert "metric evaluate.json:gan.fid" in out and "|difference| 1.5 > tolerance 1" in out
+    assert "metric gan_eval.json:fid" in out and "|difference| 1.5 > tolerance 1" in out
 
 
 def test_the_stages_get_their_own_pins_not_the_ones_genlab_set_in_the_check(monkeypatch):

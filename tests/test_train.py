@@ -5,55 +5,47 @@ import math
 import pytest
 import torch
 
+from genlab import registry
 from genlab.checkpoints import load_checkpoint
-from genlab.config import GanConfig, VaeConfig
-from genlab.gan_trainer import GanTrainer, build_gan
-from genlab.vae_trainer import VaeTrainer, build_vae
+from genlab.trainer import TrainingData
 
 from .conftest import synthetic_digits
 
 CPU = torch.device("cpu")
-GAN_CFG = GanConfig(
-    batch_size=50, latent_dim=8, generator_hidden=[32, 64], discriminator_hidden=[64, 32], num_fixed_samples=8
-).model_dump()
-VAE_CFG = VaeConfig(batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=4).model_dump()
+# Tiny networks of each kind: the sizes a unit test can train in well under a second.
+SMALL = {
+    "gan": dict(
+        batch_size=50, latent_dim=8, generator_hidden=[32, 64], discriminator_hidden=[64, 32], num_fixed_samples=8
+    ),
+    "vae": dict(batch_size=50, hidden=[64, 32], latent_dim=4, num_reconstructions=4),
+}
 
 
-def images(n: int, seed: int, symmetric: bool) -> torch.Tensor:
-    x = torch.from_numpy(synthetic_digits(n, seed)[0]).reshape(n, -1).float() / 255
-    return x * 2 - 1 if symmetric else x
+def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = synthetic_digits(n, seed)
+    return torch.from_numpy(x).reshape(n, -1).float() / 255, torch.from_numpy(y).long()
 
 
-def gan_trainer(seed: int = 0, **kwargs) -> GanTrainer:
+DATA = TrainingData(*digits(200, 1), *digits(60, 2))
+
+
+def make_trainer(kind: str, seed: int = 0, *, diagnostics=None, **overrides):
+    """A trainer built as pipeline/train.py builds one: typed section -> model -> trainer."""
     torch.manual_seed(seed)
-    return GanTrainer(
-        build_gan(GAN_CFG),
-        images(200, 1, True),
-        {"gan": GAN_CFG, "seed": seed},
-        batch_size=50,
-        lr=2e-4,
-        betas=(0.9, 0.999),
-        num_fixed_samples=8,
-        seed=seed,
-        device=CPU,
-        **kwargs,
+    cfg = registry.config_class(kind)(**{**SMALL[kind], **overrides})
+    model = registry.model_class(kind).from_config(cfg)
+    config = {"seed": seed, kind: cfg.record()}
+    return registry.trainer_class(kind)(
+        model, cfg, DATA, name=kind, config=config, seed=seed, device=CPU, diagnostics=diagnostics
     )
 
 
-def vae_trainer(seed: int = 0, **kwargs) -> VaeTrainer:
-    torch.manual_seed(seed)
-    return VaeTrainer(
-        build_vae(VAE_CFG),
-        images(200, 1, False),
-        images(60, 2, False),
-        {"vae": VAE_CFG},
-        batch_size=50,
-        lr=1e-3,
-        num_reconstructions=4,
-        seed=seed,
-        device=CPU,
-        **kwargs,
-    )
+def gan_trainer(seed: int = 0, **kwargs):
+    return make_trainer("gan", seed, **kwargs)
+
+
+def vae_trainer(seed: int = 0, **kwargs):
+    return make_trainer("vae", seed, **kwargs)
 
 
 def same_state(a: dict, b: dict) -> bool:
@@ -112,7 +104,8 @@ def test_checkpoint_describes_itself_and_loads_weights_only(tmp_path):
     t = vae_trainer()
     t.fit(1, state_path=tmp_path / "c.pt", log=quiet)
     state = load_checkpoint(tmp_path / "c.pt")
-    assert state["kind"] == "vae" and state["epoch"] == 1 and state["config"] == {"vae": VAE_CFG}
+    assert state["kind"] == "vae" and state["epoch"] == 1 and state["config"] == t.config
+    assert "name" not in state  # a model named as its kind: the header it always had
     assert state["torch_version"] and state["genlab_version"]
     assert "state" in state["optimizers"]["vae"]
 
@@ -120,15 +113,13 @@ def test_checkpoint_describes_itself_and_loads_weights_only(tmp_path):
 def test_resume_refuses_a_different_config(tmp_path):
     t = vae_trainer()
     t.fit(1, state_path=tmp_path / "c.pt", log=quiet)
-    other = vae_trainer()
-    other.config = {"vae": {**VAE_CFG, "lr": 0.5}}
+    other = vae_trainer(lr=0.5)
     with pytest.raises(ValueError, match="different configuration"):
         other.fit(2, state_path=tmp_path / "c.pt", log=quiet)
 
 
 def test_bf16_autocast_trains_and_changes_the_numbers():
-    fp32, bf16 = gan_trainer(), gan_trainer()
-    bf16.precision = "bf16"
+    fp32, bf16 = gan_trainer(), gan_trainer(precision="bf16")
     fp32.fit(1, log=quiet)
     bf16.fit(1, log=quiet)
     assert all(math.isfinite(v) for v in bf16.history.metrics[0].values())
@@ -137,10 +128,8 @@ def test_bf16_autocast_trains_and_changes_the_numbers():
 
 @pytest.mark.slow
 def test_compiled_networks_keep_their_state_dict_keys():
-    torch.manual_seed(0)
-    plain = build_vae(VAE_CFG)
-    t = VaeTrainer(build_vae(VAE_CFG), images(100, 1, False), images(20, 2, False), {"vae": VAE_CFG}, batch_size=50,
-                   lr=1e-3, num_reconstructions=4, seed=0, device=CPU, compile_mode="default")  # fmt: skip
+    t = vae_trainer(compile="default")
+    plain = registry.model_class("vae").from_config(t.cfg)
     t.fit(1, log=quiet)
     assert t.model.state_dict().keys() == plain.state_dict().keys()
     assert math.isfinite(t.history.metrics[0]["test_loss"])
@@ -150,7 +139,8 @@ def test_compiled_networks_keep_their_state_dict_keys():
 def test_per_epoch_diagnostics_join_the_history_and_leave_training_alone(make_trainer):
     seen: list[torch.Tensor] = []
 
-    def diagnostics(images: torch.Tensor) -> dict[str, float]:
+    def diagnostics(images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        assert labels is None
         seen.append(images)
         return {"mean_pixel": float(images.mean())}
 
@@ -206,3 +196,31 @@ def test_classifier_training_and_loading(tmp_path):
     atomic_torch_save(tmp_path / "g.pt", {**state, "kind": "gan"})
     with pytest.raises(ValueError, match="not the classifier"):
         load_classifier(tmp_path / "g.pt")
+
+
+@pytest.mark.parametrize("kind", ["gan", "vae"])
+def test_conditional_trainers_draw_rows_of_digits_and_report_conditional_accuracy(kind):
+    asked: list[torch.Tensor] = []
+
+    def diagnostics(images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        asked.append(labels)
+        return {"n": float(images.shape[0])}
+
+    t = make_trainer(kind, conditional=True, num_fixed_samples=20, diagnostic_samples=30, diagnostics=diagnostics)
+    t.fit(1, log=quiet)
+    assert t.history.snapshots[0].shape == (20, 28, 28)  # ten rows of two, row k asking for digit k
+    assert t.snapshot_extra() == {"nrow": 2}
+    assert torch.equal(asked[0], torch.arange(30) % 10)
+    latent, labels = t.sampler_example()
+    assert t.model.sampler()(latent, labels).shape == (4, 1, 28, 28)
+
+
+def test_two_conditional_runs_are_bit_identical_and_differ_from_the_unconditional():
+    a, b = (
+        make_trainer("gan", conditional=True, num_fixed_samples=10),
+        make_trainer("gan", conditional=True, num_fixed_samples=10),
+    )
+    a.fit(2, log=quiet)
+    b.fit(2, log=quiet)
+    assert same_state(a.model.state_dict(), b.model.state_dict()) and a.history.metrics == b.history.metrics
+    assert "conditional" in a.config["gan"] and "conditional" not in gan_trainer().config["gan"]

@@ -13,11 +13,13 @@ import genlab
 CHECKPOINT_FORMAT = 1
 
 
-def checkpoint_header(kind: str) -> dict[str, Any]:
-    """The fields every genlab checkpoint starts with: its format, what it holds and what wrote it."""
+def checkpoint_header(kind: str, name: str | None = None) -> dict[str, Any]:
+    """The fields every genlab checkpoint starts with: its format, what it holds (the model's kind, and its name in
+    params.yaml where that differs: a gan-kind model named cgan) and what wrote it."""
     return {
         "format": CHECKPOINT_FORMAT,
         "kind": kind,
+        **({"name": name} if name is not None and name != kind else {}),
         "genlab_version": genlab.__version__,
         "torch_version": torch.__version__.split("+")[0],
     }

@@ -12,13 +12,14 @@ the typed objects down.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -37,23 +38,37 @@ class Section(BaseModel):
 
 
 class PathsConfig(Section):
-    """Every file a stage reads or writes. dvc.yaml refers to these with ${paths.*}."""
+    """Every file a stage reads or writes. dvc.yaml refers to these with ${paths.*} and spells each model's files as
+    the methods below do (tests/test_dvc_deps.py checks that they agree)."""
 
     data: str = "data/prepared"
     classifier_model: str = "models/classifier.pt"
     classifier_summary: str = "metrics/classifier.json"
-    gan_model: str = "models/gan.pt"
-    gan_samples: str = "outputs/gan_samples.pt"
-    gan_history: str = "metrics/gan_train.csv"
-    gan_summary: str = "metrics/gan_train.json"
-    vae_model: str = "models/vae.pt"
-    vae_reconstructions: str = "outputs/vae_reconstructions.pt"
-    vae_history: str = "metrics/vae_train.csv"
-    vae_summary: str = "metrics/vae_train.json"
-    figures: str = "figures"
-    evaluation: str = "metrics/evaluate.json"
+    model_dir: str = "models"  # <name>.pt: each model's final checkpoint
+    output_dir: str = "outputs"  # <name>_snapshots.pt: its per-epoch images, for render
+    metrics_dir: str = "metrics"  # <name>_train.csv/.json, <name>_eval.json; real_eval.json: the floor
+    figures: str = "figures"  # <name>/: its rendered grids
     # Resumable training state. Not a DVC out: `dvc repro` deletes outs before a stage runs.
     state: str = ".genlab/state"
+
+    def model(self, name: str) -> Path:
+        return Path(self.model_dir) / f"{name}.pt"
+
+    def snapshots(self, name: str) -> Path:
+        return Path(self.output_dir) / f"{name}_snapshots.pt"
+
+    def history(self, name: str) -> Path:
+        return Path(self.metrics_dir) / f"{name}_train.csv"
+
+    def summary(self, name: str) -> Path:
+        return Path(self.metrics_dir) / f"{name}_train.json"
+
+    def evaluation(self, name: str) -> Path:
+        """A model's evaluation, or with FLOOR the real images' (what a perfect model would score)."""
+        return Path(self.metrics_dir) / f"{name}_eval.json"
+
+    def figures_of(self, name: str) -> Path:
+        return Path(self.figures) / name
 
 
 class DataConfig(Section):
@@ -91,68 +106,17 @@ class ClassifierConfig(Section):
     min_test_accuracy: Probability = 0.99
 
 
-class GanOverrides(Section):
-    """A named variant: the GAN keys it changes (see GanConfig)."""
+class ModelSection(Section):
+    """A model's params section: its kind's Config (genlab.models.<kind>.config). Besides its own keys, every kind's
+    section has epochs, conditional, precision, compile and diagnostic_samples, which the shared trainer reads."""
 
-    lr: PositiveFloat | None = None
-    beta1: Probability | None = None
-    beta2: Probability | None = None
-    real_label: Annotated[float, Field(gt=0.5, le=1)] | None = None
-    dropout: Probability | None = None
-    batch_size: PositiveInt | None = None
-
-
-class GanConfig(Section):
-    # "faithful" is the original write-up; any other name applies gan.variants.<name> on top of these values.
-    variant: str = "faithful"
-    variants: dict[str, GanOverrides] = {"stable": GanOverrides(beta1=0.5, real_label=0.9)}
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 100
-    latent_dim: PositiveInt = 100
-    generator_hidden: list[PositiveInt] = [256, 512, 1024]
-    discriminator_hidden: list[PositiveInt] = [1024, 512, 256]
-    leaky_slope: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    dropout: Probability = 0.3
-    lr: PositiveFloat = 2e-4
-    beta1: Probability = 0.9
-    beta2: Probability = 0.999
-    # Target for real images in the discriminator loss; < 1 is one-sided label smoothing (Salimans et al. 2016).
-    real_label: Annotated[float, Field(gt=0.5, le=1)] = 1.0
-    num_fixed_samples: PositiveInt = 64
-    # Per-epoch class coverage and classifier score of this many fixed-noise samples (0: off).
-    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
-    precision: Precision = "fp32"
-    compile: CompileMode = "eager"
-
-    @model_validator(mode="after")
-    def _variant_is_defined(self) -> GanConfig:
-        if "faithful" in self.variants:
-            raise ValueError("gan.variants may not redefine 'faithful' (the base values are the faithful variant)")
-        if self.variant != "faithful" and self.variant not in self.variants:
-            raise ValueError(
-                f"variant {self.variant!r} is not defined; choose 'faithful' or one of {sorted(self.variants)}"
-            )
+    def resolved(self) -> Self:
+        """The values training uses (a kind with named variants applies the chosen one)."""
         return self
 
-    def resolved(self) -> dict[str, Any]:
-        """The values training uses: the chosen variant's overrides applied, the variant table dropped."""
-        values = self.model_dump(exclude={"variants"})
-        if self.variant != "faithful":
-            values.update(self.variants[self.variant].model_dump(exclude_none=True))
-        return values
-
-
-class VaeConfig(Section):
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 128
-    hidden: list[PositiveInt] = [512, 256]
-    latent_dim: PositiveInt = 20
-    lr: PositiveFloat = 1e-3
-    num_reconstructions: PositiveInt = 32
-    # Per-epoch class coverage and classifier score of this many samples from fixed prior draws (0: off).
-    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
-    precision: Precision = "fp32"
-    compile: CompileMode = "eager"
+    def record(self) -> dict[str, Any]:
+        """The values that define a run: stored in its checkpoints (checked on resume) and logged as MLflow params."""
+        return self.resolved().model_dump()
 
 
 class RenderConfig(Section):
@@ -175,17 +139,23 @@ class EvaluateConfig(Section):
     iwae_samples: PositiveInt = 100
 
 
-class Params(BaseSettings):
-    """params.yaml. Values come only from the file (no environment overrides: DVC must see every value)."""
+FLOOR = "real"  # the evaluation of real images: not a model name
+ModelName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class ParamsBase(BaseSettings):
+    """params.yaml's fixed sections. Values come only from the file (no environment overrides: DVC must see every
+    value). `Params` (see params_class) adds one section per trained model, typed by its kind's Config."""
 
     model_config = SettingsConfigDict(frozen=True, extra="forbid")
 
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
+    # The trained models: name -> kind (a package under genlab/models). dvc.yaml runs train, render and evaluate
+    # stages for each; each name has a params section of its own, validated by its kind's Config.
+    models: dict[ModelName, str] = {"gan": "gan", "vae": "vae"}
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
-    gan: GanConfig = GanConfig()
-    vae: VaeConfig = VaeConfig()
     render: RenderConfig = RenderConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
@@ -195,14 +165,23 @@ class Params(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         return (init_settings,)
 
+    def model(self, name: str) -> ModelSection:
+        """The params section of the model `name` (one of `models`)."""
+        if name not in self.models:
+            raise KeyError(f"{name!r} is not a model in params.yaml's models: {sorted(self.models)}")
+        return getattr(self, name)
+
     @model_validator(mode="after")
-    def _render_epochs_exist(self) -> Params:
-        trained = min(self.gan.epochs, self.vae.epochs)
-        late = [e for e in self.render.epochs if e > trained]
+    def _render_epochs_exist(self) -> Self:
+        trained = {name: self.model(name).epochs for name in self.models}  # type: ignore[attr-defined]
+        if not trained:
+            return self
+        fewest = min(trained.values())
+        late = [e for e in self.render.epochs if e > fewest]
         if late:
+            shown = ", ".join(f"{name}.epochs={e}" for name, e in trained.items())
             raise ValueError(
-                f"render.epochs {late} exceed the epochs trained (gan.epochs={self.gan.epochs},"
-                f" vae.epochs={self.vae.epochs}); choose render epochs between 1 and {trained}"
+                f"render.epochs {late} exceed the epochs trained ({shown}); choose render epochs between 1 and {fewest}"
             )
         return self
 
@@ -212,6 +191,36 @@ class Params(BaseSettings):
         if isinstance(v, bool):
             raise ValueError("seed must be an integer")
         return v
+
+
+RESERVED_NAMES = frozenset(ParamsBase.model_fields) | {FLOOR}
+
+
+@functools.cache
+def params_class(models: tuple[tuple[str, str], ...]) -> type[ParamsBase]:
+    """Params for these (name, kind) pairs: the fixed sections plus one per model, typed by its kind's Config.
+    Raises ValueError naming a model whose name is reserved or whose kind is not registered."""
+    from genlab import registry
+
+    fields: dict[str, Any] = {}
+    for name, kind in models:
+        if name in RESERVED_NAMES:
+            raise ValueError(f"models: {name!r} is a reserved name (sections {sorted(RESERVED_NAMES)}); rename it")
+        config = registry.config_class(kind)
+        fields[name] = (config, config())
+    return create_model("Params", __base__=ParamsBase, **fields)
+
+
+# The type of a loaded params.yaml. Its model sections are typed attributes of the class params_class built.
+Params = ParamsBase
+
+
+def make_params(raw: dict[str, Any]) -> ParamsBase:
+    """Validate a parsed params.yaml (raises pydantic's ValidationError, or ValueError for a bad `models`)."""
+    models = raw.get("models", ParamsBase.model_fields["models"].default)
+    if not isinstance(models, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in models.items()):
+        raise ValueError(f"models must map model names to kinds, e.g. {{gan: gan, cgan: gan}}; got {models!r}")
+    return params_class(tuple(models.items()))(**raw)
 
 
 class Runtime(BaseSettings):
@@ -281,9 +290,11 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
     if not isinstance(raw, dict):
         raise ConfigError(f"  {path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return Params(**raw)
+        return make_params(raw)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(path, e)) from None
+    except ValueError as e:
+        raise ConfigError(f"  {path}: {e}") from None
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

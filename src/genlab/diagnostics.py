@@ -53,13 +53,33 @@ def classifier_score(probs: torch.Tensor) -> float:
     return float(torch.exp((p * (p.log() - marginal.log())).sum(dim=1).mean()))
 
 
-def sample_diagnostics(classifier: Classifier, images: torch.Tensor) -> dict[str, float]:
-    """The cheap per-epoch subset: class coverage summaries and the classifier score."""
+def conditional_accuracy(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+    """How often the classifier sees the digit that was asked for: overall, and per requested digit
+    (conditional_accuracy.<d>), with the lowest of those."""
+    hit = (probs.argmax(dim=1) == labels).double()
+    per_class = {str(c): float(hit[labels == c].mean()) for c in range(probs.shape[1]) if bool((labels == c).any())}
+    return {
+        "conditional_accuracy": float(hit.mean()),
+        "conditional_accuracy_min": min(per_class.values()),
+        "conditional_accuracy_by_class": per_class,
+    }
+
+
+def sample_diagnostics(
+    classifier: Classifier, images: torch.Tensor, labels: torch.Tensor | None = None
+) -> dict[str, float]:
+    """The cheap per-epoch subset: class coverage summaries and the classifier score; for a conditional model's
+    samples (`labels`: the digits asked for), also its conditional accuracy, overall and for its worst digit."""
     probs = class_probabilities(classifier, images)
     coverage = class_coverage(probs)
-    return {
+    out = {
         "classes_present": float(coverage["classes_present"]),
         "max_class_share": coverage["max_class_share"],
         "class_kl_uniform": coverage["class_kl_uniform"],
         "classifier_score": classifier_score(probs),
     }
+    if labels is not None:
+        accuracy = conditional_accuracy(probs, labels)
+        out["conditional_accuracy"] = accuracy["conditional_accuracy"]
+        out["conditional_accuracy_min"] = accuracy["conditional_accuracy_min"]
+    return out

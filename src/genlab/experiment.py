@@ -1,7 +1,7 @@
 """What a training stage does around the trainer: resumable state, MLflow logging, the DVC outputs.
 
-Kept out of pipeline/ so the GAN and VAE stages share one implementation, and out of train.py so the
-trainers stay free of I/O policy.
+Kept out of pipeline/ so every model's training stage shares one implementation, and out of genlab.trainer so
+the trainers stay free of I/O policy.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from genlab.config import PathsConfig, Runtime, flatten
 from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from genlab.render import grid_image
-from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
+from genlab.tracking import TAG_CHECKPOINT, TAG_KIND, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
 from genlab.trainer import EpochResult, Trainer
 
 
@@ -32,13 +32,12 @@ class TrainingOutputs:
     state_dir: Path  # resumable checkpoints: not a DVC out, so `dvc repro` does not erase them
 
     @classmethod
-    def of(cls, paths: PathsConfig, kind: str) -> TrainingOutputs:
-        snapshots = {"gan": paths.gan_samples, "vae": paths.vae_reconstructions}[kind]
+    def of(cls, paths: PathsConfig, name: str) -> TrainingOutputs:
         return cls(
-            model=Path(getattr(paths, f"{kind}_model")),
-            snapshots=Path(snapshots),
-            history=Path(getattr(paths, f"{kind}_history")),
-            summary=Path(getattr(paths, f"{kind}_summary")),
+            model=paths.model(name),
+            snapshots=paths.snapshots(name),
+            history=paths.history(name),
+            summary=paths.summary(name),
             state_dir=Path(paths.state),
         )
 
@@ -56,35 +55,26 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def train_and_track(
-    trainer: Trainer,
-    *,
-    epochs: int,
-    paths: PathsConfig,
-    runtime: Runtime,
-    exported: torch.nn.Module,
-    input_example: torch.Tensor,
-    snapshot_extra: dict[str, torch.Tensor] | None = None,
-) -> str:
+def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtime: Runtime) -> str:
     """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
 
-    Returns the MLflow run id. trainer.config becomes the run's params; `exported` is the module logged as the
-    MLflow model (z -> image).
+    Returns the MLflow run id. trainer.config becomes the run's params; the model's sampler is logged as the MLflow
+    model.
     """
-    kind = trainer.kind
-    outputs = TrainingOutputs.of(paths, kind)
+    name = trainer.name
+    outputs = TrainingOutputs.of(paths, name)
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     checkpoint_every = runtime.checkpoint_every
     tags = {"genlab.device": str(trainer.device)}
     if "data_sha256" in trainer.config:
         tags["data.sha256"] = trainer.config["data_sha256"]
     key = config_key(trainer.config)
-    state_path = outputs.state_dir / f"{kind}-{key}.pt"
-    run_file = outputs.state_dir / f"{kind}-{key}.run.json"
+    state_path = outputs.state_dir / f"{name}-{key}.pt"
+    run_file = outputs.state_dir / f"{name}-{key}.run.json"
     resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
 
-    all_tags = {TAG_MODEL: kind, **git_tags(), **dvc_tags(), **tags}
-    with tracker.run(run_id=resumed_run, run_name=None if resumed_run else f"{kind}", tags=all_tags) as run_id:
+    all_tags = {TAG_MODEL: name, TAG_KIND: trainer.kind, **git_tags(), **dvc_tags(), **tags}
+    with tracker.run(run_id=resumed_run, run_name=None if resumed_run else name, tags=all_tags) as run_id:
         atomic_write_json(run_file, {"run_id": run_id})
         if resumed_run is None:
             tracker.log_params(flatten(trainer.config))
@@ -92,7 +82,8 @@ def train_and_track(
         def on_epoch(r: EpochResult) -> None:
             tracker.log_metrics({k: v for k, v in r.metrics.items() if k != "epoch"}, step=r.epoch, prefix="train/")
             tracker.log_metrics({"epoch_seconds": r.seconds}, step=r.epoch, prefix="time/")
-            tracker.log_image(grid_image(r.snapshot, nrow=8, scale=2), key=f"{kind}/snapshot", step=r.epoch)
+            nrow = trainer.snapshot_extra().get("nrow", 8)
+            tracker.log_image(grid_image(r.snapshot, nrow=nrow, scale=2), key=f"{name}/snapshot", step=r.epoch)
 
         trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every, on_epoch=on_epoch)
 
@@ -101,7 +92,7 @@ def train_and_track(
         snapshots = {
             "epochs": [int(m["epoch"]) for m in trainer.history.metrics],
             "images": torch.stack(trainer.history.snapshots),
-            **(snapshot_extra or {}),
+            **trainer.snapshot_extra(),
         }
         atomic_torch_save(outputs.snapshots, snapshots)
         atomic_write_text(outputs.history, history_csv(trainer.history.metrics))
@@ -109,8 +100,8 @@ def train_and_track(
 
         tracker.set_tags({TAG_CHECKPOINT: file_sha256(outputs.model)})
         tracker.log_artifact(outputs.history, artifact_path="history")
-        exported.eval()
-        tracker.log_model(exported.cpu(), name=f"{kind}_sampler", input_example=input_example.cpu().numpy())
+        latent, labels = trainer.sampler_example()
+        tracker.log_sampler(trainer.model, name=f"{name}_sampler", latent=latent, labels=labels)
 
     # The run finished: its resumable state has served its purpose. Removing it makes `dvc repro --force`
     # train from scratch rather than "resume" a finished run.

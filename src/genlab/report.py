@@ -28,13 +28,23 @@ SAMPLE_METRICS = [
     ("Classifier score ↑ (at most 10)", "classifier_score"),
     ("C2ST accuracy (indistinguishable: 0.5)", "c2st_accuracy"),
 ]
-MODEL_METRICS = [
-    ("GAN: own discriminator's accuracy", "discriminator_accuracy"),
-    ("VAE: test −ELBO, nats/image ↓", "test_loss"),
-    ("VAE: test NLL by IWAE, nats/image ↓", "test_nll_iwae"),
-    ("VAE: BCE floor (pixel entropy), nats/image", "bce_floor_per_image"),
-    ("VAE: reconstruction MSE per pixel ↓", "mse_per_pixel"),
+# Conditional models: did they draw the digit asked for?
+CONDITIONAL_METRICS = [
+    ("Conditional accuracy ↑ (requested digit recognised)", "conditional_accuracy"),
+    ("Conditional accuracy, worst digit ↑", "conditional_accuracy_min"),
+    ("Domain FID of the worst digit ↓", "fid_by_class_max"),
 ]
+# Each kind's own metrics (GenerativeModel.evaluation_metrics). A kind's metric without a label here is shown by
+# its name: a new model needs no edit of this file.
+MODEL_METRICS = [
+    ("GANs: own discriminator's accuracy", "discriminator_accuracy"),
+    ("VAEs: test −ELBO, nats/image ↓", "test_loss"),
+    ("VAEs: test NLL by IWAE, nats/image ↓", "test_nll_iwae"),
+    ("VAEs: BCE floor (pixel entropy), nats/image", "bce_floor_per_image"),
+    ("VAEs: reconstruction MSE per pixel ↓", "mse_per_pixel"),
+]
+# Counts and per-class breakdowns: in MLflow and evaluate's JSON, not in the one-screen table.
+HIDDEN = ("num_", "class_share.", "conditional_accuracy_by_class.", "fid_by_class.", "classifier_test_accuracy")
 FLOOR = "real data (floor)"
 
 
@@ -71,7 +81,16 @@ def format_value(v) -> str:
 def metrics_table(runs: pd.DataFrame) -> pd.DataFrame:
     labels = [run_label(r) for _, r in runs.iterrows()]
     rows = {}
-    for label, name in SAMPLE_METRICS + MODEL_METRICS:
+    known = SAMPLE_METRICS + CONDITIONAL_METRICS + MODEL_METRICS
+    named = {name for _, name in known}
+    others = sorted(
+        name
+        for c in runs.columns
+        if c.startswith("metrics.eval/")
+        and (name := c.removeprefix("metrics.eval/")) not in named
+        and not name.startswith(HIDDEN)
+    )
+    for label, name in known + [(name, name) for name in others]:
         values = [r.get(f"metrics.eval/{name}") for _, r in runs.iterrows()]
         floors = [r.get(f"metrics.floor/{name}") for _, r in runs.iterrows()]
         floor = next((f for f in floors if _present(f)), None)
@@ -103,6 +122,12 @@ def feature_extractor_note(runs: pd.DataFrame) -> tuple[str, bool]:
     acc = ", ".join(f"{a:.4f}" for a in accs) or "unknown"
     shown = ", ".join(h[:12] for h in hashes) or "unknown"
     return f"Feature extractor: MNIST CNN, test accuracy {acc}, weights sha256 {shown}.", len(hashes) <= 1
+
+
+def samples_note(runs: pd.DataFrame) -> str:
+    """The number of generated samples the runs were scored on, as logged (eval/num_samples)."""
+    counts = sorted({int(v) for v in runs.get("metrics.eval/num_samples", pd.Series(dtype=float)) if _present(v)})
+    return " or ".join(f"{c:,}" for c in counts) or "an unknown number of"
 
 
 def _markdown_table(df: pd.DataFrame, index_name: str) -> str:
@@ -137,8 +162,8 @@ def build_report(runs: pd.DataFrame, grids: Mapping[str, Path], *, image_dir: st
     md += [
         "## Metrics",
         "",
-        "Samples: 10,000 per model against the 10,000 test images; the floor scores real training images the same"
-        " way. Arrows say which way is better.",
+        f"Samples: {samples_note(runs)} per model against the test images; the floor scores real training images"
+        " the same way. Conditional models draw balanced digits. Arrows say which way is better.",
         "",
         _markdown_table(metrics, "metric"),
         "",
@@ -148,8 +173,8 @@ def build_report(runs: pd.DataFrame, grids: Mapping[str, Path], *, image_dir: st
         "",
         "## Final grids",
         "",
-        "The last rendered epoch of each run: GAN samples from the fixed noise, VAE reconstructions of fixed test"
-        " images.",
+        "The last rendered epoch of each run: samples from fixed noise (conditional models: row k asks for digit"
+        " k), VAE reconstructions of fixed test images.",
         "",
     ]
     if grids:
@@ -181,8 +206,8 @@ img {{ width: 360px; image-rendering: pixelated; }}
 <h2>Params that differ</h2>
 {_html_table(params, "param") if len(params) else "<p>No params differ between runs of the same model.</p>"}
 <h2>Final grids</h2>
-<p>The last rendered epoch of each run: GAN samples from the fixed noise, VAE reconstructions of fixed test
-images.</p>
+<p>The last rendered epoch of each run: samples from fixed noise (conditional models: row k asks for digit k),
+VAE reconstructions of fixed test images.</p>
 {figures}
 </body></html>
 """

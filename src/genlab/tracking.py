@@ -16,6 +16,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -26,7 +27,8 @@ from typing import Any
 import numpy as np
 
 EXPERIMENT_DEFAULT = "genlab"
-TAG_MODEL = "genlab.model"
+TAG_MODEL = "genlab.model"  # the model's name in params.yaml (gan, cgan, ...)
+TAG_KIND = "genlab.kind"  # its kind: the package under genlab/models (gan, vae, ...)
 TAG_CHECKPOINT = "genlab.checkpoint_sha256"
 
 
@@ -188,18 +190,42 @@ class Tracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
-    def log_model(self, model: Any, name: str, input_example: np.ndarray) -> None:
-        """Log a torch module as an MLflow model (pt2 serialisation, which needs the input example).
+    def log_sampler(self, model: Any, name: str, latent: Any, labels: Any = None) -> None:
+        """Log a generative model's sampler (genlab.models.base.Sampler) as the run's MLflow model.
 
-        The requirements are given, not inferred: inference imports the model in a subprocess, ~9 s per call.
+        Unconditional: a PyTorch model (pt2 serialisation, which needs the input example), latent [B, d] ->
+        images [B, 1, 28, 28] in [0, 1]. Conditional: a pyfunc model whose input is a table with a `label` column
+        (the digit, 0-9) and, optionally, a `seed` column (default 0); one image per row, so `mlflow models serve`
+        answers {"dataframe_records": [{"label": 7}]} with a 7. Its requirements are given, not inferred: inference
+        imports the model in a subprocess, ~9 s per call.
         """
+        import mlflow.pyfunc
         import mlflow.pytorch
         import torch
 
-        torch_version = torch.__version__.split("+")[0]
-        mlflow.pytorch.log_model(
-            model, name=name, input_example=input_example, pip_requirements=[f"torch=={torch_version}"]
-        )
+        sampler = model.sampler().eval().cpu()
+        latent = latent.cpu()
+        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
+        if labels is None:
+            mlflow.pytorch.log_model(sampler, name=name, input_example=latent.numpy(), pip_requirements=requirements)
+            return
+        import pandas as pd
+
+        batch = torch.export.Dim("batch", min=1)  # any number of rows, latent and labels alike
+        with torch.no_grad():
+            program = torch.export.export(
+                sampler, (latent, labels.cpu()), dynamic_shapes={"latent": {0: batch}, "labels": {0: batch}}
+            )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "sampler.pt2"
+            torch.export.save(program, path)
+            mlflow.pyfunc.log_model(
+                name=name,
+                python_model=_labelled_sampler(int(latent.shape[1])),
+                artifacts={"sampler": str(path)},
+                input_example=pd.DataFrame({"label": list(range(10)), "seed": [0] * 10}),
+                pip_requirements=[*requirements, f"pandas=={pd.__version__}"],
+            )
 
     def find_run(self, model: str, checkpoint_sha256: str) -> str | None:
         """The newest run whose checkpoint has this hash, or None."""
@@ -239,3 +265,68 @@ class Tracker:
     def download_artifact(self, run_id: str, path: str, dst_dir: str | os.PathLike[str]) -> Path:
         Path(dst_dir).mkdir(parents=True, exist_ok=True)
         return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst_dir)))
+
+
+def _labelled_sampler(latent_dim: int) -> Any:
+    """The pyfunc of a conditional model: rows (label, seed) -> flattened images [N, 784] in [0, 1]. Defined here
+    so cloudpickle stores the class by value: with the torch.export program saved beside it, serving needs torch,
+    pandas and mlflow, not genlab."""
+    import mlflow.pyfunc
+
+    class LabelledSampler(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+        def __getstate__(self) -> dict[str, Any]:
+            # MLflow loads the context into this object to check the input example, then pickles it: the
+            # network itself is stored as the artifact, not in the pickle.
+            return {k: v for k, v in self.__dict__.items() if k != "sampler"}
+
+        def load_context(self, context: Any) -> None:
+            import torch
+
+            self.sampler = torch.export.load(context.artifacts["sampler"]).module()
+
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
+            import torch
+
+            if "label" not in model_input.columns:
+                raise ValueError("this model draws the digit you ask for: give a 'label' column (0-9)")
+            labels = torch.tensor(model_input["label"].to_numpy(), dtype=torch.long)
+            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+                raise ValueError("label must lie in 0..9")
+            seeds = model_input["seed"].to_numpy() if "seed" in model_input.columns else np.zeros(len(labels), int)
+            # One noise vector per row, from the row's seed: an image does not depend on the other rows.
+            latent = torch.empty(len(labels), latent_dim)
+            for i, seed in enumerate(seeds):
+                latent[i] = torch.randn(latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+            with torch.no_grad():
+                return self.sampler(latent, labels).reshape(len(labels), -1).numpy()
+
+    return LabelledSampler()
+
+
+def load_logged_sampler(model_uri: str) -> tuple[Any, bool]:
+    """A sampler that Tracker.log_sampler logged, as (sample(n, labels, seed) -> images [n, 1, 28, 28] in [0, 1],
+    conditional?). A PyTorch model is unconditional (latent -> images); a pyfunc one takes labels."""
+    import mlflow.pyfunc
+    import torch
+
+    info = mlflow.models.get_model_info(model_uri)
+    if "pytorch" in info.flavors:
+        module = mlflow.pytorch.load_model(model_uri)
+        latent_dim = int(info.signature.inputs.inputs[0].shape[-1])
+
+        def sample(n: int, labels: Any, seed: int) -> Any:
+            latent = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
+            with torch.no_grad():
+                return module(latent)
+
+        return sample, False
+    import pandas as pd
+
+    pyfunc = mlflow.pyfunc.load_model(model_uri)
+
+    def sample_labelled(n: int, labels: Any, seed: int) -> Any:
+        # One seed per row (the pyfunc's contract): rows seed, seed + 1, ...
+        table = pd.DataFrame({"label": labels.tolist(), "seed": list(range(seed, seed + n))})
+        return torch.from_numpy(pyfunc.predict(table)).reshape(n, 1, 28, 28)
+
+    return sample_labelled, True

@@ -1,7 +1,7 @@
 """The training loop shared by every generative model: the Trainer base class (epochs, per-epoch snapshots and
-diagnostics, checkpoints and resume). A model's trainer (genlab.gan_trainer, genlab.vae_trainer) supplies one
-epoch of training, its optimisers and its snapshot. Metrics are summed on the device and read once per epoch, so
-a GPU never waits on the host inside an epoch.
+diagnostics, checkpoints and resume). A kind's trainer (genlab.models.<kind>.trainer) supplies one epoch of
+training, its optimisers and its snapshot. Metrics are summed on the device and read once per epoch, so a GPU never
+waits on the host inside an epoch.
 """
 
 from __future__ import annotations
@@ -16,13 +16,40 @@ from typing import Any
 import torch
 
 from genlab.checkpoints import CHECKPOINT_FORMAT, checkpoint_header
+from genlab.config import ModelSection
+from genlab.data import load_split, to_flat_float
 from genlab.io import atomic_torch_save
+from genlab.models.base import GenerativeModel
 from genlab.progress import epoch_line
 from genlab.streams import make_generator
 
+# Per-epoch sample diagnostics: images [N, 784] in [0, 1] and, for conditional models, the labels asked for.
+Diagnostics = Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
 
-def to_uint8_images(x: torch.Tensor, *, symmetric: bool, side: int = 28) -> torch.Tensor:
-    """float [N, side*side] in [0,1] (or [-1,1] when symmetric) -> uint8 [N, side, side] on the CPU."""
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The dataset on the training device: images float [N, 784] in [0, 1], labels long [N]."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device) -> TrainingData:
+        train, test = load_split(path, "train"), load_split(path, "t10k")
+        return cls(
+            train_images=to_flat_float(train.images, device, symmetric=False),
+            train_labels=train.labels.long().to(device),
+            test_images=to_flat_float(test.images, device, symmetric=False),
+            test_labels=test.labels.long().to(device),
+        )
+
+
+def to_uint8_images(x: torch.Tensor, *, symmetric: bool = False, side: int = 28) -> torch.Tensor:
+    """float [N, side*side] or [N, 1, side, side] in [0,1] (or [-1,1] when symmetric) -> uint8 [N, side, side] on
+    the CPU."""
     if symmetric:
         x = (x + 1) / 2
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, side, side).cpu()
@@ -43,29 +70,35 @@ class History:
 
 
 class Trainer(ABC):
-    kind: str
+    """Trains `model` as its params section `cfg` says, on `data`. `name` is the model's name in params.yaml
+    (gan, cgan, ...); `config` is everything that defines the run (seed, data and classifier hashes, and
+    {name: cfg.record()}): stored in checkpoints, checked on resume and logged as the MLflow params."""
 
     def __init__(
         self,
-        model: torch.nn.Module,
-        config: dict[str, Any],
+        model: GenerativeModel,
+        cfg: ModelSection,
+        data: TrainingData,
         *,
+        name: str,
+        config: dict[str, Any],
         seed: int,
         device: torch.device,
-        precision: str = "fp32",
-        compile_mode: str = "eager",
-        diagnostics: Callable[[torch.Tensor], dict[str, float]] | None = None,
+        diagnostics: Diagnostics | None = None,
     ):
         self.model = model.to(device)
-        # Per-epoch sample diagnostics (e.g. class coverage): images in [0, 1], [N, 784] -> metrics.
+        self.cfg = cfg
+        self.name = name
+        self.kind = model.kind
         self.diagnostics = diagnostics
-        self.config = config  # everything that defines the run; stored in checkpoints and checked on resume
+        self.config = config
         self.seed = seed
         self.device = device
-        self.precision = precision
+        self.precision: str = cfg.precision  # type: ignore[attr-defined]
         self.rng = make_generator(seed, stream=1, device=device)
         self.epoch = 0
         self.history = History()
+        compile_mode: str = cfg.compile  # type: ignore[attr-defined]
         if compile_mode != "eager":
             # In place (nn.Module.compile), so state_dict keys stay as they are. "reduce-overhead" captures
             # CUDA graphs on a GPU.
@@ -88,15 +121,27 @@ class Trainer(ABC):
     @abstractmethod
     def snapshot(self) -> torch.Tensor: ...
 
-    def diagnostic_images(self) -> torch.Tensor | None:
-        """Samples from fixed inputs for the per-epoch diagnostics, [N, 784] in [0, 1]; None when there are none."""
+    def snapshot_extra(self) -> dict[str, Any]:
+        """What the snapshots file holds beside the per-epoch images (e.g. the originals of reconstructions)."""
+        return {}
+
+    def sampler_example(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A few fixed inputs of model.generate (latent, labels): the MLflow model's input example."""
+        n = 4
+        labels = torch.arange(n, device=self.device) if self.model.conditional else None
+        return self.model.sample_latent(n, make_generator(self.seed, stream=2, device=self.device)), labels
+
+    @torch.no_grad()
+    def diagnostic_images(self) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """Samples from fixed inputs for the per-epoch diagnostics, [N, 784] in [0, 1], with the labels asked for
+        (conditional models); None when there are none."""
         return None
 
     def diagnose(self) -> dict[str, float]:
         if self.diagnostics is None:
             return {}
-        images = self.diagnostic_images()
-        return {} if images is None or images.shape[0] == 0 else self.diagnostics(images)
+        batch = self.diagnostic_images()
+        return {} if batch is None or batch[0].shape[0] == 0 else self.diagnostics(*batch)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -104,7 +149,7 @@ class Trainer(ABC):
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
-            **checkpoint_header(self.kind),
+            **checkpoint_header(self.kind, self.name),
             "config": self.config,
             "epoch": self.epoch,
             "model": self.model.state_dict(),
@@ -148,7 +193,7 @@ class Trainer(ABC):
         """Train up to `epochs`, resuming from state_path when it holds a checkpoint of this configuration."""
         if state_path is not None and state_path.exists():
             self.load_state_dict(torch.load(state_path, map_location=self.device, weights_only=True))
-            log(f"[{self.kind}] resumed from {state_path} at epoch {self.epoch}/{epochs}")
+            log(f"[{self.name}] resumed from {state_path} at epoch {self.epoch}/{epochs}")
         start_epoch, t_start = self.epoch, time.perf_counter()
         while self.epoch < epochs:
             t0 = time.perf_counter()
@@ -162,7 +207,7 @@ class Trainer(ABC):
             self.history.snapshots.append(snapshot)
             done = self.epoch - start_epoch
             eta = (time.perf_counter() - t_start) / done * (epochs - self.epoch)
-            log(epoch_line(self.kind, self.epoch, epochs, metrics, seconds, eta))
+            log(epoch_line(self.name, self.epoch, epochs, metrics, seconds, eta))
             if on_epoch is not None:
                 on_epoch(EpochResult(self.epoch, metrics, snapshot, seconds))
             if state_path is not None and (self.epoch % checkpoint_every == 0 or self.epoch == epochs):

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import pytest
 import torch
 
-from genlab.models.gan import GAN, Dropout
+from genlab.models.gan.model import GAN, Dropout
 
 
 def small_gan(**kw) -> GAN:
@@ -62,3 +63,48 @@ def test_discriminator_steps_lower_its_loss():
         loss.backward()
         opt.step()
     assert loss.item() < 0.5 * first
+
+
+def test_generate_and_sample_follow_the_shared_convention():
+    torch.manual_seed(0)
+    gan = small_gan()
+    z = gan.sample_noise(5)
+    images = gan.generate(z)
+    assert images.shape == (5, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+    assert torch.equal(images.flatten(1), (gan.generator(z) + 1) / 2)  # the tanh range mapped to [0, 1]
+    assert gan.sample(3, torch.Generator().manual_seed(1)).shape == (3, 1, 28, 28)
+    with pytest.raises(ValueError, match="unconditional"):
+        gan.sample(3, labels=torch.zeros(3, dtype=torch.long))
+
+
+def test_conditional_gan_uses_the_label_in_both_networks():
+    torch.manual_seed(0)
+    gan = small_gan(conditional=True, dropout=0.0)
+    gan.eval()
+    z = gan.sample_noise(1).repeat(2, 1)
+    sevens, ones = gan.generate(z, torch.tensor([7, 7])), gan.generate(z, torch.tensor([1, 1]))
+    assert torch.allclose(sevens[0], sevens[1]) and not torch.allclose(sevens, ones)
+    x = torch.rand(2, 784) * 2 - 1
+    torch.nn.init.normal_(gan.discriminator.embed.weight)
+    assert not torch.equal(gan.discriminator(x, torch.tensor([3, 3])), gan.discriminator(x, torch.tensor([4, 4])))
+    with pytest.raises(ValueError, match="conditional"):
+        gan.sample(2)
+    with pytest.raises(ValueError, match="0..9"):
+        gan.sample(2, labels=torch.tensor([3, 12]))
+
+
+def test_projection_discriminator_adds_the_label_embedding_dot_the_features():
+    """Miyato & Koyama 2018, eq. 3: D(x, y) = psi(phi(x)) + embed(y) . phi(x)."""
+    torch.manual_seed(0)
+    d = small_gan(conditional=True, dropout=0.0).discriminator
+    x, y = torch.rand(4, 784), torch.tensor([0, 1, 2, 3])
+    phi = d.net[:-1](x)
+    assert torch.allclose(d(x, y), d.net[-1](phi).squeeze(-1) + (d.embed(y) * phi).sum(1))
+
+
+def test_unconditional_gan_has_the_parameters_it_had_before_conditioning():
+    # Its checkpoints (and their hashes) depend on the state_dict's keys.
+    keys = list(small_gan().state_dict())
+    assert not any("embed" in k for k in keys)
+    assert small_gan().generator.net[0].in_features == 8
+    assert small_gan(conditional=True).generator.net[0].in_features == 18

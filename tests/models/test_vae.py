@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from genlab.models.vae import VAE
+from genlab.models.vae.model import VAE, pixel_entropy
 
 
 def test_shapes():
@@ -62,3 +64,40 @@ def test_iwae_bound_tightens_with_k_and_equals_the_elbo_in_expectation_at_k1():
     assert abs(k1 - elbo) < 0.01 * abs(elbo)
     assert k50 > k1  # a tighter (higher) lower bound on log p(x)
     assert vae.sample_prior(7, g).shape == (7, 3)
+
+
+def test_generate_decodes_prior_draws_into_the_shared_convention():
+    torch.manual_seed(0)
+    vae = VAE(hidden=[16], latent_dim=3)
+    z = vae.sample_prior(4)
+    assert torch.equal(vae.generate(z).flatten(1), vae.decode(z))
+    assert vae.generate(z).shape == (4, 1, 28, 28)
+
+
+def test_conditional_vae_conditions_encoder_decoder_and_bound():
+    torch.manual_seed(0)
+    vae = VAE(hidden=[16], latent_dim=3, conditional=True)
+    linears = [m for m in vae.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears[0].in_features == 794 and vae.decoder[0].in_features == 13
+    x, y = torch.rand(5, 784), torch.tensor([0, 1, 2, 3, 4])
+    g = torch.Generator().manual_seed(0)
+    assert vae.loss(x, g, y).loss.shape == ()
+    bound_y = vae.iwae_log_likelihood(x, 4, torch.Generator().manual_seed(1), y)
+    bound_other = vae.iwae_log_likelihood(x, 4, torch.Generator().manual_seed(1), (y + 1) % 10)
+    assert bound_y.shape == (5,) and not torch.equal(bound_y, bound_other)
+    z = vae.sample_prior(2)
+    assert not torch.equal(vae.generate(z, torch.tensor([0, 0])), vae.generate(z, torch.tensor([9, 9])))
+
+
+def test_pixel_entropy_is_the_bce_floor():
+    binary = (torch.rand(5, 784) > 0.5).float()
+    assert pixel_entropy(binary) == pytest.approx(0.0)
+    grey = torch.full((5, 784), 0.5)
+    assert pixel_entropy(grey) == pytest.approx(784 * math.log(2))
+    # BCE of any prediction is at least the entropy of the targets, equal when the prediction is the target.
+    x = torch.rand(5, 784)
+    logits = torch.randn(5, 784)
+    bce = F.binary_cross_entropy_with_logits(logits, x, reduction="sum").item() / 5
+    assert bce > pixel_entropy(x)
+    perfect = F.binary_cross_entropy(x.double(), x.double(), reduction="sum").item() / 5
+    assert perfect == pytest.approx(pixel_entropy(x), rel=1e-6)

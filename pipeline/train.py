@@ -1,0 +1,56 @@
+"""Stage train@<name>: train the model `name` of params.yaml's `models`, log to MLflow, write its checkpoint and
+per-epoch snapshots. Usage: python pipeline/train.py NAME"""
+
+from __future__ import annotations
+
+import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
+
+# isort: split
+
+import sys
+
+from genlab import registry
+from genlab.config import Runtime, load_params
+from genlab.data import dataset_checksum
+from genlab.diagnostics import sample_diagnostics
+from genlab.experiment import train_and_track
+from genlab.feature_extractor import load_classifier
+from genlab.runtime import setup_torch
+from genlab.trainer import TrainingData
+
+
+def main(name: str, params_path: str = "params.yaml") -> None:
+    params = load_params(params_path)
+    runtime = Runtime()
+    if name not in params.models:
+        sys.exit(f"train: {name!r} is not in params.yaml's models {sorted(params.models)}")
+    kind, cfg, paths = params.models[name], params.model(name).resolved(), params.paths
+    device = setup_torch(runtime.device, runtime.threads, params.seed)
+
+    data = TrainingData.load(paths.data, device)
+    # Before the classifier is built: initial weights come from the seeded global RNG.
+    model = registry.model_class(kind).from_config(cfg)
+    classifier, record = load_classifier(paths.classifier_model, device)
+    config = {
+        "seed": params.seed,
+        "data_sha256": dataset_checksum(paths.data),
+        "classifier_sha256": record["weights_sha256"],  # the feature space of the per-epoch diagnostics
+        name: cfg.record(),
+    }
+    trainer = registry.trainer_class(kind)(
+        model,
+        cfg,
+        data,
+        name=name,
+        config=config,
+        seed=params.seed,
+        device=device,
+        diagnostics=lambda images, labels: sample_diagnostics(classifier, images, labels),
+    )
+    train_and_track(trainer, epochs=cfg.epochs, paths=paths, runtime=runtime)  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python pipeline/train.py NAME  (a model in params.yaml's models)")
+    main(sys.argv[1])
