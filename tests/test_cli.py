@@ -1,0 +1,90 @@
+"""`genlab generate`: grids and arrays from the workspace's trained models, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+from genlab.__main__ import main
+from genlab.config import load_params
+from genlab.io import atomic_torch_save
+
+from .test_train import make_trainer, quiet
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A params.yaml naming an unconditional and a conditional model, each trained for one epoch on tiny data."""
+    root = tmp_path_factory.mktemp("workspace")
+    params = {
+        "models": {"gan": "gan", "cgan": "gan", "cvae": "vae", "untrained": "vae"},
+        "paths": {"model_dir": str(root / "models")},
+        "render": {"epochs": [1]},
+    }
+    trainers = {
+        "gan": make_trainer("gan"),
+        "cgan": make_trainer("gan", conditional=True, num_fixed_samples=10),
+        "cvae": make_trainer("vae", conditional=True, num_fixed_samples=10),
+    }
+    for name, trainer in trainers.items():
+        params[name] = trainer.cfg.model_dump(exclude={"variants"} if trainer.kind == "gan" else set())
+        trainer.name = name
+        trainer.config = {name: trainer.cfg.record()}
+        trainer.fit(1, log=quiet)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    paths = load_params(root / "params.yaml").paths
+    for name, trainer in trainers.items():
+        atomic_torch_save(paths.model(name), trainer.state_dict())
+    return root
+
+
+def generate(workspace, *args: str):
+    return CliRunner().invoke(main, ["generate", "--params", str(workspace / "params.yaml"), *args])
+
+
+def test_a_conditional_model_draws_the_digit_asked_for_as_a_grid_and_an_array(workspace, tmp_path):
+    result = generate(workspace, "--model", "cgan", "--digit", "7", "--n", "16", "--out", str(tmp_path / "7.png"))
+    assert result.exit_code == 0, result.output
+    assert "16 images from cgan" in result.output and "digit 7" in result.output
+    grid = np.asarray(Image.open(tmp_path / "7.png"))
+    assert grid.shape == ((2 * 30 + 2) * 2, (8 * 30 + 2) * 2)  # two rows of eight 28-pixel digits padded by 2, scale 2
+    result = generate(workspace, "--model", "cvae", "--n", "20", "--out", str(tmp_path / "all.npy"))
+    assert result.exit_code == 0 and "digits 0-9 cycling" in result.output, result.output
+    images = np.load(tmp_path / "all.npy")
+    assert images.shape == (20, 28, 28) and images.dtype == np.uint8
+
+
+def test_the_same_seed_gives_the_same_images(workspace, tmp_path):
+    for name in ("a", "b"):
+        generate(workspace, "--model", "gan", "--n", "4", "--seed", "3", "--out", str(tmp_path / f"{name}.npy"))
+    assert np.array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "dcgan"], "unknown model 'dcgan'"),
+        (["--model", "cgan", "--digit", "12"], "12: a digit is 0-9"),
+        (["--model", "cgan", "--n", "0"], "give a positive number of images"),
+        (["--model", "gan", "--digit", "3"], "is unconditional: it cannot draw a chosen digit"),
+        (["--model", "untrained"], "is missing: train it first (dvc repro train@untrained"),
+        ([], "give exactly one of --model NAME or --model-uri URI"),
+    ],
+)
+def test_bad_input_gets_one_clear_line_and_a_nonzero_exit(workspace, tmp_path, args, message):
+    result = generate(workspace, *args, "--out", str(tmp_path / "x.png"))
+    assert result.exit_code != 0 and message in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "x.png").exists()
+
+
+def test_the_package_installs_the_genlab_command():
+    out = subprocess.run(
+        [str(sys.executable).rsplit("/", 1)[0] + "/genlab", "generate", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--digit" in out.stdout
