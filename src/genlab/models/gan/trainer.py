@@ -13,25 +13,16 @@ from genlab.models.gan.config import GanConfig
 from genlab.models.gan.model import GAN
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.trainer import Diagnostics, Trainer, TrainingData, to_uint8_images
+from genlab.trainer import Trainer, TrainingData, to_uint8_images
 
 
 class GanTrainer(Trainer):
     model: GAN
 
-    def __init__(
-        self,
-        model: GAN,
-        cfg: GanConfig,
-        data: TrainingData,
-        *,
-        name: str,
-        config: dict[str, Any],
-        seed: int,
-        device: torch.device,
-        diagnostics: Diagnostics | None = None,
-    ):
-        super().__init__(model, cfg, data, name=name, config=config, seed=seed, device=device, diagnostics=diagnostics)
+    def __init__(self, model: GAN, cfg: GanConfig, data: TrainingData, **context: Any):
+        """context: the keyword arguments of genlab.trainer.Trainer (name, config, seed, device, diagnostics)."""
+        super().__init__(model, cfg, data, **context)
+        seed, device = self.seed, self.device
         self.gan = model
         model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
         self.data = data.train_images.mul(2.0).sub_(1.0)  # [N, 784] in [-1, 1], the generator's tanh range

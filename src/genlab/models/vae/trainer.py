@@ -12,26 +12,16 @@ from genlab.models.vae.config import VaeConfig
 from genlab.models.vae.model import VAE, evaluate_loss
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.trainer import Diagnostics, Trainer, TrainingData, to_uint8_images
+from genlab.trainer import Trainer, TrainingData, to_uint8_images
 
 
 class VaeTrainer(Trainer):
     model: VAE
 
-    def __init__(
-        self,
-        model: VAE,
-        cfg: VaeConfig,
-        data: TrainingData,
-        *,
-        name: str,
-        config: dict[str, Any],
-        seed: int,
-        device: torch.device,
-        diagnostics: Diagnostics | None = None,
-        eval_batch_size: int = 1000,
-    ):
-        super().__init__(model, cfg, data, name=name, config=config, seed=seed, device=device, diagnostics=diagnostics)
+    def __init__(self, model: VAE, cfg: VaeConfig, data: TrainingData, *, eval_batch_size: int = 1000, **context: Any):
+        """context: the keyword arguments of genlab.trainer.Trainer (name, config, seed, device, diagnostics)."""
+        super().__init__(model, cfg, data, **context)
+        seed, device = self.seed, self.device
         self.vae = model
         self.data = data.train_images  # float [N, 784] in [0, 1], on device
         self.labels = data.train_labels if cfg.conditional else None
