@@ -195,7 +195,8 @@ class Tracker:
 
         Unconditional: a PyTorch model (pt2 serialisation, which needs the input example), latent [B, d] ->
         images [B, 1, 28, 28] in [0, 1]. Conditional: a pyfunc model whose input is a table with a `label` column
-        (the digit, 0-9) and, optionally, a `seed` column (default 0); one image per row, so `mlflow models serve`
+        (the digit, 0-9) and, optionally, a `seed` column (default 0; on every row of a request or on none); one
+        image per row, so `mlflow models serve`
         answers {"dataframe_records": [{"label": 7}]} with a 7. Its requirements are given, not inferred: inference
         imports the model in a subprocess, ~9 s per call.
         """
@@ -219,10 +220,19 @@ class Tracker:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "sampler.pt2"
             torch.export.save(program, path)
+            from mlflow.models import ModelSignature
+            from mlflow.types import ColSpec, Schema, TensorSpec
+
+            # Written out, not inferred from the example: `seed` may be left out of a request.
+            signature = ModelSignature(
+                inputs=Schema([ColSpec("long", "label"), ColSpec("long", "seed", required=False)]),
+                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]),
+            )
             mlflow.pyfunc.log_model(
                 name=name,
                 python_model=_labelled_sampler(int(latent.shape[1])),
                 artifacts={"sampler": str(path)},
+                signature=signature,
                 input_example=pd.DataFrame({"label": list(range(10)), "seed": [0] * 10}),
                 pip_requirements=[*requirements, f"pandas=={pd.__version__}"],
             )
