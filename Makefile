@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -qq --no-deps -e .
 	touch $(STAMP)
 
-## The whole pipeline: download -> train_gan, train_vae -> render -> evaluate (skips what is up to date).
+## The whole pipeline: download -> train_classifier -> train@, render@, evaluate@ each model (skips what is up to date).
 run: $(STAMP)
 	dvc repro
 
