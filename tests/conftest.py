@@ -54,8 +54,8 @@ def tiny_mirror(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return mirror, make_idx_files(mirror)
 
 
-def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
-    """params.yaml for a fast run on the tiny custom dataset."""
+def tiny_params(sha256: dict[str, str], epochs: int = 2, models: tuple[str, ...] | None = None, **overrides) -> dict:
+    """params.yaml for a fast run on the tiny custom dataset; `models` keeps only those of params.yaml's models."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["data"] = {"dataset": "custom", "custom_sha256": sha256}
     params["gan"].update(
@@ -78,6 +78,9 @@ def tiny_params(sha256: dict[str, str], epochs: int = 2, **overrides) -> dict:
     params["cvae"].update({**params["vae"], "conditional": True, "num_fixed_samples": 20})
     params["render"].update(epochs=list(range(1, epochs + 1)), scale=2)
     params["evaluate"].update(batch_size=50, num_samples=100, c2st_epochs=1, iwae_samples=10)
+    if models is not None:
+        for name in set(params["models"]) - set(models):
+            del params["models"][name], params[name]
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
         params[section][key] = value

@@ -33,7 +33,7 @@ def test_repo_params_are_valid_and_match_the_defaults():
     p = load_params(REPO / "params.yaml")
     assert p.models == {"gan": "gan", "vae": "vae", "cgan": "gan", "cvae": "vae"}
     assert p.gan == GanConfig() and p.vae == VaeConfig()
-    assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80)
+    assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80, variant="stable")
     assert p.cvae == VaeConfig(conditional=True, num_fixed_samples=80)
     defaults = make_params({})
     for section in ("seed", "paths", "data", "classifier", "render", "evaluate"):

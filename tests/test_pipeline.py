@@ -281,7 +281,7 @@ def test_queued_sweep_logs_one_run_per_experiment_to_the_repo_mlflow(tmp_path, t
     """`dvc exp run --queue` with a grid, then `dvc queue start -j 2`: two experiments run at once in temporary
     copies, and both land in the repository's own mlflow.db, tagged with their names, with the same numbers."""
     mirror, sha = tiny_mirror
-    project = make_project(tmp_path / "project", tiny_params(sha, epochs=2))
+    project = make_project(tmp_path / "project", tiny_params(sha, epochs=2, models=("gan", "vae")))
     env = stage_env(mirror)
     dvc = bin_path("dvc")
     run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,2e-4"], project, env)
