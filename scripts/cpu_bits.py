@@ -67,9 +67,9 @@ def probe(threads: int) -> dict[str, str]:
     import torch
 
     import genlab  # noqa: F401  first: applies genlab's pins (unless GENLAB_CPU_PINS=off) before torch loads
-    from genlab.gan_trainer import GanTrainer, build_gan
+    from genlab import registry
     from genlab.models.classifier import Classifier
-    from genlab.vae_trainer import VaeTrainer, build_vae
+    from genlab.trainer import TrainingData
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)  # the models' initial weights come from the global generator, as in the pipeline
@@ -102,16 +102,19 @@ def probe(threads: int) -> dict[str, str]:
     out["adam_fused"] = digest(w)
 
     images = torch.rand(1000, 784, generator=g)
-    gan_cfg = {"latent_dim": 100, "generator_hidden": [256, 512, 1024], "discriminator_hidden": [1024, 512, 256],
-               "leaky_slope": 0.2, "dropout": 0.3, "real_label": 1.0}  # fmt: skip
-    gan = GanTrainer(build_gan(gan_cfg), images * 2 - 1, {}, batch_size=100, lr=2e-4, betas=(0.9, 0.999),
-                     num_fixed_samples=8, seed=0, device=torch.device("cpu"))  # fmt: skip
-    gan.train_epoch()
-    out["gan_epoch"] = digest(*gan.model.state_dict().values())
-    vae_cfg = {"hidden": [512, 256], "latent_dim": 20}
-    vae = VaeTrainer(build_vae(vae_cfg), images, images[:200], {}, batch_size=128, lr=1e-3, num_reconstructions=8,
-                     seed=0, device=torch.device("cpu"))  # fmt: skip
-    vae.train_epoch()
+    labels = torch.zeros(1000, dtype=torch.long)
+    data = TrainingData(images, labels, images[:200], labels[:200])
+
+    def one_epoch(kind: str, **cfg):
+        """The pipeline's trainer of `kind` at its default sizes (params.yaml's), one epoch."""
+        section = registry.config_class(kind)(diagnostic_samples=0, **cfg)
+        trainer = registry.trainer_class(kind)(registry.model_class(kind).from_config(section), section, data,
+                                               name=kind, config={}, seed=0, device=torch.device("cpu"))  # fmt: skip
+        trainer.train_epoch()
+        return trainer
+
+    out["gan_epoch"] = digest(*one_epoch("gan", num_fixed_samples=8).model.state_dict().values())
+    vae = one_epoch("vae", num_reconstructions=8)
     out["vae_epoch"] = digest(*vae.model.state_dict().values())
     clf_opt = torch.optim.Adam(clf.parameters(), lr=1e-3, fused=True)
     labels = torch.randint(0, 10, (128,), generator=g)
