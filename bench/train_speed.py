@@ -33,12 +33,13 @@ from torch import nn
 from genlab import registry
 from genlab.config import Runtime, load_params
 from genlab.cpu_pins import SWITCH, VARIABLES
+from genlab.data import TrainingData
 from genlab.feature_extractor import build_classifier
 from genlab.models.vae.model import VAE, evaluate_loss
 from genlab.models.vae.trainer import VaeTrainer
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.trainer import Trainer, TrainingData
+from genlab.trainer import Trainer
 
 TRAIN_SIZE = 60_000
 

@@ -19,13 +19,13 @@ from typing import Any
 
 from genlab import registry
 from genlab.config import FLOOR, Runtime, flatten, load_params
+from genlab.data import TrainingData
 from genlab.evaluate import conditional_metrics, generated_samples, real_samples
 from genlab.feature_extractor import load_classifier
 from genlab.io import atomic_write_json
 from genlab.metrics import RealReference, sample_metrics
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
-from genlab.trainer import TrainingData
 
 
 def main(name: str, params_path: str = "params.yaml") -> None:

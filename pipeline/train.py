@@ -11,12 +11,11 @@ import sys
 
 from genlab import registry
 from genlab.config import Runtime, load_params
-from genlab.data import dataset_checksum
+from genlab.data import TrainingData, dataset_checksum
 from genlab.diagnostics import sample_diagnostics
 from genlab.experiment import train_and_track
 from genlab.feature_extractor import load_classifier
 from genlab.runtime import setup_torch
-from genlab.trainer import TrainingData
 
 
 def main(name: str, params_path: str = "params.yaml") -> None:

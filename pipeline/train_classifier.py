@@ -9,7 +9,7 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 from genlab.checkpoints import checkpoint_header
 from genlab.classifier_training import train_classifier
 from genlab.config import Runtime, flatten, load_params
-from genlab.data import dataset_checksum, load_split, to_flat_float
+from genlab.data import TrainingData, dataset_checksum
 from genlab.feature_extractor import build_classifier, predict_logits
 from genlab.io import atomic_torch_save, atomic_write_json, weights_sha256
 from genlab.runtime import setup_torch
@@ -22,9 +22,7 @@ def main(params_path: str = "params.yaml") -> None:
     runtime = Runtime()
     cfg, paths = params.classifier, params.paths
     device = setup_torch(runtime.device, runtime.threads, params.seed)
-    train, test = load_split(paths.data, "train"), load_split(paths.data, "t10k")
-    images = to_flat_float(train.images, device, symmetric=False)
-    labels = train.labels.long().to(device)
+    data = TrainingData.load(paths.data, device)
     config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "classifier": cfg.model_dump()}
 
     model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG
@@ -38,16 +36,16 @@ def main(params_path: str = "params.yaml") -> None:
 
         train_classifier(
             model,
-            images,
-            labels,
+            data.train_images,
+            data.train_labels,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
             max_lr=cfg.max_lr,
             rng=make_generator(params.seed, stream=5, device=device),
             on_epoch=on_epoch,
         )
-        predicted = predict_logits(model, to_flat_float(test.images, device, symmetric=False)).argmax(dim=1)
-        accuracy = float((predicted.cpu() == test.labels.long()).double().mean())
+        predicted = predict_logits(model, data.test_images).argmax(dim=1)
+        accuracy = float((predicted == data.test_labels).double().mean())
         summary = {"test_accuracy": accuracy, "weights_sha256": weights_sha256(model)}
         print(f"[classifier] test accuracy {accuracy:.4f}  weights sha256 {summary['weights_sha256'][:12]}")
         tracker.log_metrics({"test_accuracy": accuracy}, prefix="eval/")

@@ -68,8 +68,8 @@ def probe(threads: int) -> dict[str, str]:
 
     import genlab  # noqa: F401  first: applies genlab's pins (unless GENLAB_CPU_PINS=off) before torch loads
     from genlab import registry
+    from genlab.data import TrainingData
     from genlab.models.classifier import Classifier
-    from genlab.trainer import TrainingData
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)  # the models' initial weights come from the global generator, as in the pipeline

@@ -7,7 +7,7 @@ import torch
 
 from genlab import registry
 from genlab.checkpoints import load_checkpoint
-from genlab.trainer import TrainingData
+from genlab.data import TrainingData
 
 from .conftest import synthetic_digits
 

@@ -252,9 +252,26 @@ def dataset_checksum(data_dir: str | os.PathLike[str]) -> str:
     return sha256_hex((Path(data_dir) / "manifest.json").read_bytes())
 
 
-def to_flat_float(images: torch.Tensor, device: torch.device | str, *, symmetric: bool) -> torch.Tensor:
-    """uint8 [N, 28, 28] -> float32 [N, 784] on device; [0, 1], or [-1, 1] when symmetric (GAN, tanh output)."""
-    x = images.to(device=device).reshape(images.shape[0], -1).float().div_(255.0)
-    if symmetric:
-        x.mul_(2.0).sub_(1.0)
-    return x
+def to_flat_float(images: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> float32 [N, 784] in [0, 1] on device."""
+    return images.to(device=device).reshape(images.shape[0], -1).float().div_(255.0)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The dataset on the training device: images float [N, 784] in [0, 1], labels long [N]."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], device: torch.device | str) -> TrainingData:
+        train, test = load_split(path, "train"), load_split(path, "t10k")
+        return cls(
+            train_images=to_flat_float(train.images, device),
+            train_labels=train.labels.long().to(device),
+            test_images=to_flat_float(test.images, device),
+            test_labels=test.labels.long().to(device),
+        )

@@ -79,10 +79,11 @@ def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtim
         if resumed_run is None:
             tracker.log_params(flatten(trainer.config))
 
+        nrow = trainer.snapshot_extra().get("nrow", 8)  # a conditional model's rows are digits
+
         def on_epoch(r: EpochResult) -> None:
             tracker.log_metrics({k: v for k, v in r.metrics.items() if k != "epoch"}, step=r.epoch, prefix="train/")
             tracker.log_metrics({"epoch_seconds": r.seconds}, step=r.epoch, prefix="time/")
-            nrow = trainer.snapshot_extra().get("nrow", 8)
             tracker.log_image(grid_image(r.snapshot, nrow=nrow, scale=2), key=f"{name}/snapshot", step=r.epoch)
 
         trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every, on_epoch=on_epoch)

@@ -17,7 +17,7 @@ import torch
 
 from genlab.checkpoints import CHECKPOINT_FORMAT, checkpoint_header
 from genlab.config import ModelSection
-from genlab.data import load_split, to_flat_float
+from genlab.data import TrainingData
 from genlab.io import atomic_torch_save
 from genlab.models.base import GenerativeModel
 from genlab.progress import epoch_line
@@ -27,31 +27,8 @@ from genlab.streams import make_generator
 Diagnostics = Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
 
 
-@dataclass(frozen=True)
-class TrainingData:
-    """The dataset on the training device: images float [N, 784] in [0, 1], labels long [N]."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-
-    @classmethod
-    def load(cls, path: str | Path, device: torch.device) -> TrainingData:
-        train, test = load_split(path, "train"), load_split(path, "t10k")
-        return cls(
-            train_images=to_flat_float(train.images, device, symmetric=False),
-            train_labels=train.labels.long().to(device),
-            test_images=to_flat_float(test.images, device, symmetric=False),
-            test_labels=test.labels.long().to(device),
-        )
-
-
-def to_uint8_images(x: torch.Tensor, *, symmetric: bool = False, side: int = 28) -> torch.Tensor:
-    """float [N, side*side] or [N, 1, side, side] in [0,1] (or [-1,1] when symmetric) -> uint8 [N, side, side] on
-    the CPU."""
-    if symmetric:
-        x = (x + 1) / 2
+def to_uint8_images(x: torch.Tensor, side: int = 28) -> torch.Tensor:
+    """float [N, side*side] or [N, 1, side, side] in [0, 1] -> uint8 [N, side, side] on the CPU."""
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).reshape(-1, side, side).cpu()
 
 

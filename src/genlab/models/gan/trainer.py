@@ -8,12 +8,13 @@ from typing import Any
 
 import torch
 
+from genlab.data import TrainingData
 from genlab.models.base import cycling_labels, digit_rows
 from genlab.models.gan.config import GanConfig
 from genlab.models.gan.model import GAN
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.trainer import Trainer, TrainingData, to_uint8_images
+from genlab.trainer import Trainer, to_uint8_images
 
 
 class GanTrainer(Trainer):

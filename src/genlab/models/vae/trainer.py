@@ -7,12 +7,13 @@ from typing import Any
 
 import torch
 
+from genlab.data import TrainingData
 from genlab.models.base import cycling_labels, digit_rows
 from genlab.models.vae.config import VaeConfig
 from genlab.models.vae.model import VAE, evaluate_loss
 from genlab.optim import adam
 from genlab.streams import batch_indices, make_generator
-from genlab.trainer import Trainer, TrainingData, to_uint8_images
+from genlab.trainer import Trainer, to_uint8_images
 
 
 class VaeTrainer(Trainer):
