@@ -6,7 +6,7 @@ import torch
 
 from genlab.models.base import cycling_labels
 from genlab.optim import adam
-from genlab.streams import batch_indices, make_generator
+from genlab.streams import make_generator
 from genlab.trainer import Trainer, to_uint8_images
 
 
@@ -19,13 +19,17 @@ class PixelsTrainer(Trainer):
         fixed = make_generator(self.seed, stream=2, device=self.device)
         self.fixed_z = model.sample_latent(20, fixed)
         self.fixed_labels = cycling_labels(20, self.device) if cfg.conditional else None
+        # The per-epoch diagnostics (classifier_score, classes_present, ...): the DVC plot's y is classifier_score.
+        n = cfg.diagnostic_samples
+        self.diagnostic_z = model.sample_latent(n, make_generator(self.seed, stream=3, device=self.device))
+        self.diagnostic_labels = cycling_labels(n, self.device) if cfg.conditional else None
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"pixels": self.opt}
 
     def train_epoch(self) -> dict[str, float]:
         total = torch.zeros((), device=self.device)
-        for idx in batch_indices(self.data.shape[0], self.batch_size, self.rng, self.device):
+        for idx in self.batches(self.data.shape[0], self.batch_size):
             labels = None if self.labels is None else self.labels[idx]
             loss = self.model.loss(self.data[idx], labels)
             self.opt.zero_grad(set_to_none=True)
@@ -33,6 +37,11 @@ class PixelsTrainer(Trainer):
             self.opt.step()
             total += loss.detach() * idx.shape[0]
         return {"loss": float(total / self.data.shape[0])}
+
+    @torch.no_grad()
+    def diagnostic_images(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = self.model.generate(self.diagnostic_z, self.diagnostic_labels)  # [N, 1, 28, 28] in [0, 1]
+        return images.reshape(images.shape[0], -1), self.diagnostic_labels
 
     @torch.no_grad()
     def snapshot(self) -> torch.Tensor:
