@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-fast lint bench check-repro check-repro-workspace compare
+.PHONY: setup run test test-e2e browser test-fast lint bench check-repro check-repro-workspace compare
 
 setup: $(STAMP)
 
@@ -21,9 +21,19 @@ $(STAMP): requirements.lock pyproject.toml
 run: $(STAMP)
 	dvc repro
 
-## The test suite (what CI runs).
+## The test suite, all but the pipeline runs end to end (CI runs it, then test-e2e).
 test: $(STAMP)
-	python -m pytest -q --durations=8
+	python -m pytest -q -m "not e2e" --durations=8
+
+## The pipeline end to end: real dvc repro and queued dvc exp sweeps in scratch projects, real MNIST, the MLflow UI
+## in headless Chromium (~13 min).
+test-e2e: $(STAMP) browser
+	python -m pytest -q -m e2e --durations=8
+
+## Debian's Chromium, for the browser test (a no-op where one is installed; installing needs root and apt).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 ## The developers' inner loop: the unit tests only (no dvc repro, no real MNIST, no servers).
 test-fast: $(STAMP)
@@ -51,6 +61,6 @@ check-repro-workspace: $(STAMP)
 bench: $(STAMP)
 	python bench/train_speed.py
 
-## Compare the evaluated runs in mlflow.db: reports/compare/report.{md,html}. RUNS="id id" picks runs.
+## Compare evaluated runs: reports/compare/report.{md,html}. RUNS="exp-name rev run-id ..." picks them.
 compare: $(STAMP)
-	python scripts/compare.py $(if $(RUNS),--runs $(RUNS))
+	genlab compare $(RUNS)

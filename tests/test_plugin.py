@@ -14,7 +14,7 @@ import yaml
 from genlab import registry
 
 from .conftest import REPO, bin_path, make_project, tiny_params
-from .test_pipeline import run, stage_env
+from .test_pipeline import check_training_plots, run, stage_env
 
 EXAMPLE = REPO / "tests" / "plugin_example" / "pixels"
 
@@ -27,6 +27,7 @@ def test_the_registry_finds_exactly_the_packages_with_a_config():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_a_new_kind_runs_through_every_stage_with_no_other_edit(tmp_path, tiny_mirror):
     mirror, sha = tiny_mirror
     params = tiny_params(sha, epochs=2)
@@ -48,6 +49,8 @@ def test_a_new_kind_runs_through_every_stage_with_no_other_edit(tmp_path, tiny_m
         assert sorted(p.name for p in (project / "figures" / name).iterdir()) == [
             "epoch_001.png", "epoch_002.png", "progression.png"
         ]  # fmt: skip
+    # Its history is drawn by its own template (plots.json in its package), every column in a panel.
+    check_training_plots(project, env, {"pixels": "pixels", "cpixels": "pixels", "gan": "gan"})
     conditional = json.loads((project / "metrics" / "cpixels_eval.json").read_text())
     assert "conditional_accuracy" in conditional and len(conditional["fid_by_class"]) == 10
     lock = yaml.safe_load((project / "dvc.lock").read_text())

@@ -160,6 +160,7 @@ def tiny_profile(tmp_path, tiny_mirror):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_check_catches_one_changed_weight_and_one_changed_metric(tmp_path, tiny_mirror):
     """Record a tiny profile, then alter the record as if one weight of the GAN and one metric had been
     different: the check must fail and name exactly those two."""
@@ -205,6 +206,7 @@ def load_check_script(project: Path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_two_run_mode_on_a_foreign_machine_class(tmp_path, tiny_mirror, monkeypatch, capsys):
     """With only a record from another machine class, the check runs twice, requires the two runs to agree bit for
     bit, and compares metrics within the measured tolerances. A weight changed in one run fails it, and so does a

@@ -61,13 +61,14 @@ def test_workflow_steps_use_the_readme_commands():
             for target in re.findall(r"\bmake ([\w-]+)", command):
                 assert target in targets, f"{workflow} runs 'make {target}', which the Makefile lacks"
                 assert f"make {target}" in readme, f"{workflow} runs 'make {target}', which README.md never shows"
-    assert {"make test", "make check-repro"} <= {c.strip() for c in workflow_runs("ci.yml")}
+    assert {"make test", "make test-e2e", "make check-repro"} <= {c.strip() for c in workflow_runs("ci.yml")}
     assert {"make run", "make check-repro-workspace"} <= {c.strip() for c in workflow_runs("gpu.yml")}
 
 
 def test_ci_script_runs_the_readme_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert "make test" in ci and "make test" in (REPO / "README.md").read_text()[:3000]
+    assert "make test-e2e" in ci  # the pipeline runs end to end in CI, beside the README's command
 
 
 def test_gpu_workflow_triggers_and_runner():

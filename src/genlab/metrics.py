@@ -14,6 +14,7 @@ those of real training images against the test images (the floor), computed by t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,6 +23,7 @@ from genlab.classifier_training import train_classifier
 from genlab.diagnostics import class_coverage, class_probabilities, classifier_score
 from genlab.feature_extractor import predict_logits
 from genlab.models.classifier import Classifier, ClassifierFeatures
+from genlab.progress import progress
 from genlab.streams import make_generator
 
 
@@ -154,17 +156,24 @@ def two_sample_accuracy(
 def sample_metrics(
     reference: RealReference, fake: torch.Tensor, *, c2st_epochs: int, c2st_lr: float, seed: int
 ) -> dict[str, Any]:
-    """All sample metrics of `fake` ([N, 784] in [0, 1]) against the reference's real images."""
+    """All sample metrics of `fake` ([N, 784] in [0, 1]) against the reference's real images, one step at a time
+    (a progress bar on a terminal names the step running)."""
     classifier = reference.classifier
-    probs = class_probabilities(classifier, fake, reference.batch_size)
     channels = (classifier.conv1.out_channels, classifier.conv2.out_channels)
-    return {
-        "fid": reference.frechet_distance(fake),
-        **reference.precision_recall(fake),
-        "classifier_score": classifier_score(probs),
-        **class_coverage(probs),
-        "c2st_accuracy": two_sample_accuracy(
-            reference.images, fake, channels=channels, epochs=c2st_epochs, lr=c2st_lr, seed=seed
-        ),
-        "num_samples": int(fake.shape[0]),
-    }
+
+    def class_scores() -> dict[str, Any]:
+        probs = class_probabilities(classifier, fake, reference.batch_size)
+        return {"classifier_score": classifier_score(probs), **class_coverage(probs)}
+
+    steps: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("FID", lambda: {"fid": reference.frechet_distance(fake)}),
+        ("precision/recall", lambda: reference.precision_recall(fake)),
+        ("class scores", class_scores),
+        ("C2ST", lambda: {"c2st_accuracy": two_sample_accuracy(
+            reference.images, fake, channels=channels, epochs=c2st_epochs, lr=c2st_lr, seed=seed)}),
+    ]  # fmt: skip
+    results: dict[str, Any] = {}
+    bar = progress(steps, total=len(steps), desc="sample metrics", unit="step")
+    for _, step in bar:
+        results.update(step())
+    return {**results, "num_samples": int(fake.shape[0])}

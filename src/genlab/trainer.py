@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,8 @@ from genlab.config import ModelSection
 from genlab.data import TrainingData
 from genlab.io import atomic_torch_save
 from genlab.models.base import GenerativeModel
-from genlab.progress import epoch_line
-from genlab.streams import make_generator
+from genlab.progress import epoch_line, progress
+from genlab.streams import batch_indices, make_generator
 
 # Per-epoch sample diagnostics: images [N, 784] in [0, 1] and, for conditional models, the labels asked for.
 Diagnostics = Callable[[torch.Tensor, torch.Tensor | None], dict[str, float]]
@@ -81,6 +81,13 @@ class Trainer(ABC):
             # CUDA graphs on a GPU.
             for module in self.compile_targets():
                 module.compile(mode=compile_mode)
+
+    def batches(self, n: int, batch_size: int) -> Iterator[torch.Tensor]:
+        """An epoch's shuffled minibatch indices (genlab.streams.batch_indices on the trainer's stream), with a
+        progress bar on a terminal."""
+        total = -(-n // batch_size)
+        desc = f"{self.name} epoch {self.epoch + 1}"
+        return progress(batch_indices(n, batch_size, self.rng, self.device), total=total, desc=desc)
 
     def compile_targets(self) -> list[torch.nn.Module]:
         return [self.model]

@@ -13,7 +13,7 @@ from genlab.models.base import cycling_labels, digit_rows
 from genlab.models.gan.config import GanConfig
 from genlab.models.gan.model import GAN
 from genlab.optim import adam
-from genlab.streams import batch_indices, make_generator
+from genlab.streams import make_generator
 from genlab.trainer import Trainer, to_uint8_images
 
 
@@ -56,7 +56,7 @@ class GanTrainer(Trainer):
         gan.train()
         # Sums over the epoch's samples, kept on the device: [loss_d, loss_g, D(x), D(G(z)), correct].
         sums = torch.zeros(5, device=self.device)
-        for idx in batch_indices(n, self.batch_size, self.rng, self.device):
+        for idx in self.batches(n, self.batch_size):
             real = self.data.index_select(0, idx)
             labels = None if self.labels is None else self.labels.index_select(0, idx)
             b = real.shape[0]

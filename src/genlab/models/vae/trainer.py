@@ -12,7 +12,7 @@ from genlab.models.base import cycling_labels, digit_rows
 from genlab.models.vae.config import VaeConfig
 from genlab.models.vae.model import VAE, evaluate_loss
 from genlab.optim import adam
-from genlab.streams import batch_indices, make_generator
+from genlab.streams import make_generator
 from genlab.trainer import Trainer, to_uint8_images
 
 
@@ -48,7 +48,7 @@ class VaeTrainer(Trainer):
         vae, n = self.vae, self.data.shape[0]
         vae.train()
         sums = torch.zeros(3, device=self.device)  # [loss, reconstruction, kl] summed over images
-        for idx in batch_indices(n, self.batch_size, self.rng, self.device):
+        for idx in self.batches(n, self.batch_size):
             x = self.data.index_select(0, idx)
             labels = None if self.labels is None else self.labels.index_select(0, idx)
             with self.autocast():
