@@ -19,11 +19,12 @@ from typing import Any
 
 from genlab import registry
 from genlab.config import FLOOR, Runtime, flatten, load_params
-from genlab.data import TrainingData
+from genlab.data import TrainingData, dataset_checksum, dataset_origin
 from genlab.evaluate import conditional_metrics, generated_samples, real_samples
 from genlab.feature_extractor import load_classifier
 from genlab.io import atomic_write_json
 from genlab.metrics import RealReference, sample_metrics
+from genlab.progress import summary_line
 from genlab.runtime import setup_torch
 from genlab.tracking import Tracker
 
@@ -40,35 +41,41 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     reference = RealReference(classifier, data.test_images, knn_k=cfg.knn_k, batch_size=cfg.batch_size)
 
     def scores(images) -> dict[str, Any]:
-        print(
-            f"evaluate: sample metrics of {name} ({images.shape[0]} images vs {data.test_images.shape[0]} test images)"
-        )
         return sample_metrics(reference, images, c2st_epochs=cfg.c2st_epochs, c2st_lr=cfg.c2st_lr, seed=seed)
 
     metrics: dict[str, Any] = {"feature_extractor": feature_extractor}
     if name == FLOOR:  # what a perfect model would score
         metrics.update(scores(real_samples(data.train_images, cfg.num_samples, seed=seed)))
     else:
-        model, _ = registry.load_model(paths.model(name), device)
+        model, checkpoint = registry.load_model(paths.model(name), device)
         images, labels = generated_samples(model, cfg.num_samples, seed=seed, batch_size=cfg.batch_size)
         metrics.update(scores(images))
         if labels is not None:
             metrics.update(conditional_metrics(reference, data.test_labels, images, labels))
         metrics.update(model.evaluation_metrics(data.test_images, data.test_labels, seed=seed, cfg=cfg))
     atomic_write_json(paths.evaluation(name), metrics)
-    shown = {k: v for k, v in metrics.items() if isinstance(v, int | float)}
-    print(f"evaluate: {name} " + "  ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    print(summary_line(f"[evaluate {name}]", metrics, f"| all: {paths.evaluation(name)}"))
     if name == FLOOR:
         return
 
     floor = json.loads(paths.evaluation(FLOOR).read_text())
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
-    with tracker.model_run(name, paths.model(name)) as found:
-        if found:
-            tracker.log_metrics(scalars(metrics), prefix="eval/")
-            tracker.log_metrics(scalars(floor), prefix="floor/")
-            tracker.log_metrics({"classifier_test_accuracy": feature_extractor["test_accuracy"]}, prefix="eval/")
-            tracker.set_tags({"genlab.classifier_sha256": feature_extractor["weights_sha256"]})
+    description = (
+        f"Evaluates {name}: {cfg.num_samples} samples against {data.test_images.shape[0]} test images, in the"
+        f" feature space of the classifier {feature_extractor['weights_sha256'][:12]}; floor/ is real data."
+    )
+    with tracker.stage_run("evaluate", paths.model(name), description):
+        # The model's own config (what the checkpoint was trained with) beside the evaluation's: the run compares
+        # on its own in the MLflow UI.
+        tracker.log_config({**checkpoint["config"], "evaluate": cfg.model_dump()})
+        dataset = params.data.dataset
+        tracker.log_dataset(
+            dataset, dataset_checksum(paths.data), dataset_origin(dataset, paths.data), context="evaluation"
+        )
+        tracker.log_metrics(scalars(metrics), prefix="eval/")
+        tracker.log_metrics(scalars(floor), prefix="floor/")
+        tracker.log_metrics({"classifier_test_accuracy": feature_extractor["test_accuracy"]}, prefix="eval/")
+        tracker.set_tags({"genlab.classifier_sha256": feature_extractor["weights_sha256"]})
 
 
 def scalars(values: dict) -> dict[str, float]:

@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from genlab.config import Runtime, load_params
+from genlab.config import Runtime, flatten, load_params
 from genlab.render import grid_image, labelled_row, save_png, select_epochs
 from genlab.tracking import Tracker
 
@@ -41,8 +41,10 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     save_png(labelled_row(panels, font_size=8 * cfg.scale), files[-1])
 
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
-    with tracker.model_run(name, paths.model(name)) as found:
-        for f in files if found else []:
+    description = f"Renders {name}'s samples of epochs {list(cfg.epochs)} as grids and one progression figure."
+    with tracker.stage_run("render", paths.model(name), description):
+        tracker.log_params(flatten({"render": cfg.model_dump()}))
+        for f in files:
             tracker.log_artifact(f, artifact_path="figures")
     print(f"render: wrote {len(files)} figures to {out}/")
 

@@ -46,7 +46,7 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         device=device,
         diagnostics=lambda images, labels: sample_diagnostics(classifier, images, labels),
     )
-    train_and_track(trainer, epochs=cfg.epochs, paths=paths, runtime=runtime)  # type: ignore[attr-defined]
+    train_and_track(trainer, epochs=cfg.epochs, dataset=params.data.dataset, paths=paths, runtime=runtime)  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":

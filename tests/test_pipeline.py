@@ -15,6 +15,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -23,7 +24,7 @@ from genlab.config import FLOOR, load_params
 
 from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, tiny_params
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 
 def stage_env(mirror: Path) -> dict[str, str]:
@@ -88,42 +89,71 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert "conditional_accuracy" in files[str(p.summary(conditional))]["data"]
     assert "conditional_accuracy" not in evaluation["gan"] and "conditional_accuracy" not in evaluation[FLOOR]
     assert files[str(p.summary("gan"))]["data"]["epoch"] == 2
-    # The plots resolve (CSV histories with x = epoch, each model's figures).
-    plots = json.loads(run([dvc, "plots", "show", "--json"], project, env).stdout)
-    plots = plots.get("data", plots)
-    assert {str(p.history(n)) for n in names} | {f"{p.figures_of(n)}/progression.png" for n in names} <= set(plots)
+    # The plots resolve: each model's training curves through its kind's template, and its figures.
+    plots = check_training_plots(project, env, params.models)
+    assert {f"{p.figures_of(n)}/progression.png" for n in names} <= set(plots)
 
-    # Both runs are in the repo's own mlflow.db, with metrics, images, figures, the model and the tags.
+    # One identity per run in the repo's own mlflow.db: per model a training run, and a render and an evaluate run
+    # nested under it, each named for what it is and where it ran.
     exp, all_runs = mlflow_runs(project)
-    assert sorted(all_runs["tags.genlab.model"]) == ["cgan", "classifier", "cvae", "gan", "vae"]
     classifier = all_runs[all_runs["tags.genlab.model"] == "classifier"].iloc[0]
     assert classifier["metrics.eval/test_accuracy"] >= 0.5
     runs = all_runs[all_runs["tags.genlab.model"] != "classifier"]
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    assert sorted(runs["tags.mlflow.runName"]) == sorted(
+        f"{n}{'-' + v if v else ''} · {head[:7]}{stage}"
+        for n, v in ((n, getattr(params.model(n), "variant", None)) for n in names)
+        for stage in ("", " · render", " · evaluate")
+    ), "every run named <model>[-<variant>] · <commit>[ · <stage>]"
+    assert (runs["status"] == "FINISHED").all()
     client = MlflowClient()
-    for _, r in runs.iterrows():
-        name = r["tags.genlab.model"]
-        assert r["tags.mlflow.runName"] == name and r["tags.genlab.kind"] == params.models[name]
+    trained = runs[runs["tags.genlab.stage"] == "train"].set_index("tags.genlab.model")
+    for name, r in trained.iterrows():
+        assert r["tags.genlab.kind"] == params.models[name] and r["tags.genlab.experiment"] == head[:7]
         assert r["tags.git.commit"] == head and r["tags.git.dirty"] == "false"
         assert r["tags.data.sha256"] and r["tags.genlab.checkpoint_sha256"] == sha256(project / p.model(name))
+        assert f"Trains {name}" in r["tags.mlflow.note.content"]
         assert [
             m.step
             for m in client.get_metric_history(r.run_id, "train/loss")
             or client.get_metric_history(r.run_id, "train/loss_d")
         ] == [1, 2]
-        assert any(k.startswith("metrics.eval/") and r[k] == r[k] for k in runs.columns)
+        # Per-epoch diagnostics, logged while training; nothing evaluated here.
+        assert [m.step for m in client.get_metric_history(r.run_id, "train/classes_present")] == [1, 2]
+        assert not any(k.startswith("metrics.eval/") and r[k] == r[k] for k in runs.columns)
+        assert {"history", "images"} <= {a.path for a in client.list_artifacts(r.run_id)}
+        (dataset,) = client.get_run(r.run_id).inputs.dataset_inputs
+        assert (dataset.dataset.name, dataset.dataset.digest) == (params.data.dataset, r["tags.data.sha256"][:16])
+    for stage in ("render", "evaluate"):
+        children = runs[runs["tags.genlab.stage"] == stage].set_index("tags.genlab.model")
+        assert sorted(children.index) == sorted(names)
+        for name, r in children.iterrows():
+            assert r["tags.mlflow.parentRunId"] == trained.loc[name, "run_id"]
+            assert r["tags.genlab.checkpoint_sha256"] == trained.loc[name, "tags.genlab.checkpoint_sha256"]
+            # Its own duration: it did not re-open the training run, which ended before it started.
+            assert r["start_time"] >= trained.loc[name, "end_time"]
+    evaluations = runs[runs["tags.genlab.stage"] == "evaluate"].set_index("tags.genlab.model")
+    for name, r in evaluations.iterrows():
         # Sample metrics, the real-data floor beside them, the feature extractor they were computed in.
         for key in ("eval/fid", "eval/recall", "eval/classes_present", "floor/fid", "eval/classifier_test_accuracy"):
             assert r[f"metrics.{key}"] == r[f"metrics.{key}"], key
         assert r["tags.genlab.classifier_sha256"] == classifier["tags.genlab.weights_sha256"]
-        # Per-epoch diagnostics, logged while training.
-        assert [m.step for m in client.get_metric_history(r.run_id, "train/classes_present")] == [1, 2]
-        artifacts = {a.path for a in client.list_artifacts(r.run_id)}
-        assert {"figures", "history", "images"} <= artifacts, artifacts
-        assert r["status"] == "FINISHED"
+        assert r[f"params.{name}.epochs"] == "2" and r["params.evaluate.num_samples"]  # the model's config too
+    for _, r in runs[runs["tags.genlab.stage"] == "render"].iterrows():
+        assert {a.path for a in client.list_artifacts(r.run_id, "figures")} >= {"figures/progression.png"}
+    runs = evaluations.reset_index()
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert sorted(m.name for m in models) == ["cgan_sampler", "cvae_sampler", "gan_sampler", "vae_sampler"]
     check_logged_samplers(models, tmp_path)
+    # `genlab promote` moves the alias that clients load by; bad input gets one line and a non-zero exit.
+    out = run([bin_path("genlab"), "promote", "cgan", head[:7]], project, env).stdout
+    assert "models:/genlab-cgan@champion -> version 1" in out
+    assert client.get_model_version_by_alias("genlab-cgan", "champion").run_id == trained.loc["cgan", "run_id"]
+    champion = mlflow.pyfunc.load_model("models:/genlab-cgan@champion")
+    assert champion.predict(pd.DataFrame({"label": [3], "seed": [0]})).shape == (1, 1, 28, 28)
+    bad = subprocess.run([bin_path("genlab"), "promote", "cgan", "no-such-exp"], cwd=project, env=env,
+                         capture_output=True, text=True)  # fmt: skip
+    assert bad.returncode != 0 and "names no evaluated run" in bad.stderr and "Traceback" not in bad.stderr
     # No run ids, timestamps or absolute paths leak into DVC-tracked files.
     for tracked in (p.summary("cgan"), p.evaluation("cgan"), p.history("gan"), "dvc.lock"):
         text = (project / tracked).read_text()
@@ -150,6 +180,27 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     assert ran == ["evaluate@cvae", "render@cvae", "train@cvae"], ran
 
 
+def check_training_plots(project: Path, env: dict[str, str], models: dict[str, str]) -> dict:
+    """`dvc plots show --json`: every model's history CSV is drawn by its kind's template (plots.json in the kind's
+    package), with the explicit y and every column of the CSV folded into a panel. Returns the plots."""
+    out = run([bin_path("dvc"), "plots", "show", "--json", "-o", str(project / "build" / "plots")], project, env)
+    shown = json.loads(out.stdout)
+    assert not shown.get("errors"), shown["errors"]
+    # Read as YAML, not load_params: a plug-in kind of the scratch project is not a kind of this test process.
+    metrics_dir = yaml.safe_load((project / "params.yaml").read_text())["paths"]["metrics_dir"]
+    for name, kind in models.items():
+        history = f"{metrics_dir}/{name}_train.csv"  # genlab.config.PathsConfig.history
+        (plot,) = shown["data"][history]
+        spec = plot["content"]
+        assert spec["usermeta"] == {"genlab_template": f"{kind}-training", "x": "epoch", "y": "classifier_score"}
+        rows = spec["data"]["values"]
+        assert rows and all(r["field"] == "classifier_score" for r in rows)
+        folded = {c for panel in spec["vconcat"] for t in panel["transform"] if "fold" in t for c in t["fold"]}
+        header = (project / history).read_text().splitlines()[0].split(",")
+        assert set(header) - {"epoch"} <= folded, f"{name}: columns no panel draws: {set(header) - folded}"
+    return shown["data"]
+
+
 def check_logged_samplers(models, out_dir: Path) -> None:
     """Every logged sampler returns images in [0, 1]; a conditional one draws the digit asked for by a label column;
     `genlab generate --model-uri` draws from each."""
@@ -169,20 +220,26 @@ def check_logged_samplers(models, out_dir: Path) -> None:
 
     for m in models:
         loaded = mlflow.pyfunc.load_model(m.model_uri)
+        assert loaded.metadata.metadata["output"] == "images [N, 1, 28, 28], float32 in [0, 1]"
+        (output,) = loaded.metadata.get_output_schema().inputs
+        assert output.shape == (-1, 1, 28, 28) and output.type == np.dtype(np.float32)
+        # No float input to match exactly (a latent tensor's dtype had to): integer columns of any width pass.
+        table = pd.DataFrame({"seed": np.array([0, 0, 1], dtype=np.int32)})
         if m.name.startswith("c"):
-            out = loaded.predict(pd.DataFrame({"label": [7, 7, 1], "seed": [0, 0, 0]}))
-            assert out.shape == (3, 784) and 0 <= out.min() and out.max() <= 1
-            assert np.allclose(out[0], out[1]) and not np.allclose(out[0], out[2])  # same seed; another digit
-        else:
-            latent = np.zeros((2, loaded.metadata.get_input_schema().inputs[0].shape[-1]), dtype=np.float32)
-            out = loaded.predict(latent)
-            assert out.shape == (2, 1, 28, 28) and 0 <= out.min() and out.max() <= 1
+            table.insert(0, "label", np.array([7, 7, 1], dtype=np.int32))
+        out = loaded.predict(table)
+        assert out.shape == (3, 1, 28, 28) and out.dtype == np.float32 and 0 <= out.min() and out.max() <= 1
+        # Same seed (and label), same image, up to the last bits a row's place in the batch may change.
+        assert np.allclose(out[0], out[1], atol=1e-6) and not np.allclose(out[0], out[2], atol=1e-3)
+        # Each training run registered its sampler as a version of genlab-<name>.
+        (version,) = MlflowClient().search_model_versions(f"name = 'genlab-{m.name.removesuffix('_sampler')}'")
+        assert version.source == m.model_uri
 
 
 def check_compare_report(project: Path, env: dict[str, str], runs, evaluation: dict) -> None:
     from genlab.report import FLOOR, SAMPLE_METRICS, build_report, run_label  # noqa: F811
 
-    out = run([sys.executable, "scripts/compare.py"], project, env).stdout
+    out = run([bin_path("genlab"), "compare"], project, env).stdout
     assert "wrote" in out
     md = (project / "reports" / "compare" / "report.md").read_text()
     page = (project / "reports" / "compare" / "report.html").read_text()
@@ -277,35 +334,63 @@ def experiments_of(shown) -> dict[str, dict]:
     return found
 
 
-def test_queued_sweep_logs_one_run_per_experiment_to_the_repo_mlflow(tmp_path, tiny_mirror):
-    """`dvc exp run --queue` with a grid, then `dvc queue start -j 2`: two experiments run at once in temporary
-    copies, and both land in the repository's own mlflow.db, tagged with their names, with the same numbers."""
+def test_a_queued_grid_sweep_keeps_every_experiments_numbers_on_its_own_runs(tmp_path, tiny_mirror):
+    """A 2x2 grid (`dvc exp run --queue -S gan.lr=a,b -S vae.lr=c,d`, `dvc queue start -j 2`): experiments that
+    share a byte-identical checkpoint each keep their own evaluate run, and every run's metrics appear exactly once,
+    on the run of the experiment they belong to, in the repository's own mlflow.db."""
     mirror, sha = tiny_mirror
     project = make_project(tmp_path / "project", tiny_params(sha, epochs=2, models=("gan", "vae")))
     env = stage_env(mirror)
     dvc = bin_path("dvc")
-    run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,2e-4"], project, env)
+    run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,2e-4", "-S", "vae.lr=1e-3,2e-3"], project, env)
     run([dvc, "queue", "start", "-j", "2"], project, env)
-    deadline = time.monotonic() + 400
+    deadline = time.monotonic() + 500
     while time.monotonic() < deadline:
         status = run([dvc, "queue", "status"], project, env).stdout
         if "Running" not in status and "Queued" not in status:
             break
         time.sleep(2)
-    assert status.count("Success") == 2, status
+    assert status.count("Success") == 4, status
     logs = "".join(p.read_text() for p in (project / ".dvc" / "tmp" / "exps").rglob("*.out"))
     assert "database is locked" not in logs
 
     exps = experiments_of(json.loads(run([dvc, "exp", "show", "--json"], project, env).stdout))
-    assert len(exps) == 2, exps.keys()
+    assert len(exps) == 4, exps.keys()
     _, runs = mlflow_runs(project)
-    gan_runs = runs[runs["tags.genlab.model"] == "gan"].set_index("tags.dvc.exp_name")
-    assert sorted(gan_runs.index) == sorted(exps)
+    runs = runs[runs["tags.genlab.model"] != "classifier"]
+    assert (runs["status"] == "FINISHED").all()
+    evaluations = runs[runs["tags.genlab.stage"] == "evaluate"]
+    # One evaluate run per (experiment, model) whose evaluate stage ran: DVC restores a stage whose inputs it has
+    # seen from its run cache without running it ("is cached - skipping run"), so no code ran and no run is logged;
+    # its numbers are those of the identical evaluation that did run.
+    pairs = list(zip(evaluations["tags.genlab.experiment"], evaluations["tags.genlab.model"], strict=True))
+    assert len(pairs) == len(set(pairs)) and set(pairs) <= {(e, m) for e in exps for m in ("gan", "vae")}
+    for model in ("gan", "vae"):
+        ran = logs.count(f"Running stage 'evaluate@{model}'")
+        assert ran + logs.count(f"Stage 'evaluate@{model}' is cached") == 4
+        assert sum(m == model for _, m in pairs) == ran
     for name, data in exps.items():
-        evaluation = data["metrics"]["metrics/gan_eval.json"]["data"]
-        lr = data["params"]["params.yaml"]["data"]["gan"]["lr"]
-        row = gan_runs.loc[name]
-        assert float(row["params.gan.lr"]) == lr
-        assert row["metrics.eval/discriminator_accuracy"] == evaluation["discriminator_accuracy"]
-        assert row["metrics.eval/d_fake"] == evaluation["d_fake"]
-        assert row["status"] == "FINISHED"
+        for model in ("gan", "vae"):
+            if (name, model) not in pairs:  # restored from the run cache: the same numbers as a twin that ran
+                evaluation = data["metrics"][f"metrics/{model}_eval.json"]["data"]
+                twins = [exps[e]["metrics"][f"metrics/{model}_eval.json"]["data"] for e, m in pairs if m == model]
+                assert evaluation in twins
+    client = MlflowClient()
+    for _, r in evaluations.iterrows():
+        name, model = r["tags.genlab.experiment"], r["tags.genlab.model"]
+        data = exps[name]
+        evaluation = data["metrics"][f"metrics/{model}_eval.json"]["data"]
+        lr = data["params"]["params.yaml"]["data"][model]["lr"]
+        assert float(r[f"params.{model}.lr"]) == lr
+        assert r["tags.mlflow.runName"] == f"{model}{'-faithful' if model == 'gan' else ''} · {name} · evaluate"
+        key = "eval/discriminator_accuracy" if model == "gan" else "eval/test_loss"
+        assert r[f"metrics.{key}"] == evaluation[key.removeprefix("eval/")]
+        # Logged once: a second evaluation of a shared checkpoint went to its own run, not to its twin's.
+        assert len(client.get_metric_history(r["run_id"], key)) == 1
+        # Nested under a training run of the same weights (the one that made them, maybe in another experiment).
+        parent = runs.set_index("run_id").loc[r["tags.mlflow.parentRunId"]]
+        assert parent["tags.genlab.stage"] == "train"
+        assert parent["tags.genlab.checkpoint_sha256"] == r["tags.genlab.checkpoint_sha256"]
+    # No run holds evaluation metrics but the evaluate runs; training runs hold no eval/ values at all.
+    eval_columns = [c for c in runs.columns if c.startswith("metrics.eval/")]
+    assert runs[runs["tags.genlab.stage"] != "evaluate"][eval_columns].isna().all().all()

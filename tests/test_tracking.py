@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, mlflow_server, repo_root
+from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, TAG_STAGE, Tracker, dvc_tags, mlflow_server, repo_root
 
 
 @pytest.fixture
@@ -12,7 +12,7 @@ def tracker(tmp_path) -> Tracker:
 
 
 def test_run_logging_and_lookup_by_checkpoint_hash(tracker, tmp_path):
-    with tracker.run(run_name="gan", tags={TAG_MODEL: "gan"}) as run_id:
+    with tracker.run(run_name="gan", tags={TAG_MODEL: "gan", TAG_STAGE: "train"}) as run_id:
         tracker.log_params({"gan.lr": 2e-4, "gan.hidden": [1, 2]})
         for step in (1, 2):
             tracker.log_metrics({"loss": 1.0 / step}, step=step, prefix="train/")
@@ -29,20 +29,78 @@ def test_run_logging_and_lookup_by_checkpoint_hash(tracker, tmp_path):
     assert any((tmp_path / "mlruns" / "test").rglob("*.png"))
 
 
-def test_model_run_reopens_the_run_that_made_a_checkpoint(tracker, tmp_path):
-    ckpt = tmp_path / "model.pt"
-    ckpt.write_bytes(b"weights")
-    from genlab.tracking import file_sha256
+def _checkpoint(path, name: str, kind: str, **section) -> None:
+    import torch
 
-    with tracker.run(tags={TAG_MODEL: "vae", TAG_CHECKPOINT: file_sha256(ckpt)}) as run_id:
+    header = {"format": 1, "kind": kind, **({"name": name} if name != kind else {})}
+    torch.save({**header, "config": {"seed": 0, name: {"epochs": 1, **section}}}, path)
+
+
+def test_a_stage_run_is_a_new_child_of_the_training_run_and_leaves_it_as_it_was(tracker, tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from genlab.tracking import TAG_PARENT, TAG_STAGE, file_sha256
+
+    ckpt = tmp_path / "cgan.pt"
+    _checkpoint(ckpt, "cgan", "gan", variant="stable")
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
+    with tracker.run(run_name="cgan-stable · brisk-lamb", tags={TAG_MODEL: "cgan", TAG_STAGE: "train"}) as train_id:
+        tracker.set_tags({TAG_CHECKPOINT: file_sha256(ckpt)})
+    client = MlflowClient()
+    before = client.get_run(train_id).info
+
+    monkeypatch.setenv("DVC_EXP_NAME", "other-exp")  # a second experiment that reuses the cached checkpoint
+    with tracker.stage_run("evaluate", ckpt, "Evaluates cgan.") as eval_id:
+        tracker.log_metrics({"fid": 3.0}, prefix="eval/")
+    child = client.get_run(eval_id)
+    assert child.data.tags[TAG_PARENT] == train_id and child.data.tags["genlab.train_run_id"] == train_id
+    assert child.info.run_name == "cgan-stable · other-exp · evaluate"
+    assert child.data.tags["genlab.experiment"] == "other-exp" and child.data.tags["genlab.kind"] == "gan"
+    assert child.data.tags["mlflow.note.content"].startswith("Evaluates cgan. Its checkpoint was trained by run")
+    after = client.get_run(train_id)
+    assert (after.info.end_time, after.info.status) == (before.end_time, before.status)  # not re-opened
+    assert "eval/fid" not in after.data.metrics  # the numbers stay on the evaluation's own run
+
+    # The training stage looks for training runs only; an evaluation of the same checkpoint is not one.
+    assert tracker.find_run("cgan", file_sha256(ckpt)) == train_id
+    assert tracker.find_run("cgan", file_sha256(ckpt), stage="evaluate") == eval_id
+
+
+def test_a_stage_run_without_a_training_run_says_where_its_checkpoint_came_from(tracker, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from genlab.tracking import TAG_PARENT
+
+    ckpt = tmp_path / "vae.pt"
+    _checkpoint(ckpt, "vae", "vae")
+    with tracker.stage_run("render", ckpt, "Renders vae.") as run_id:
         pass
-    with tracker.model_run("vae", ckpt) as found:
-        assert found
-        tracker.log_metrics({"mse": 0.1}, prefix="eval/")
-    assert tracker.runs_frame().set_index("run_id").loc[run_id, "metrics.eval/mse"] == 0.1
-    ckpt.write_bytes(b"other weights")
-    with tracker.model_run("vae", ckpt) as found:
-        assert not found
+    run = MlflowClient().get_run(run_id)
+    assert TAG_PARENT not in run.data.tags and run.info.status == "FINISHED"
+    assert "DVC restored it from its cache" in run.data.tags["mlflow.note.content"]
+    assert run.info.run_name.startswith("vae · ") and run.info.run_name.endswith(" · render")
+
+
+def test_run_titles_and_experiment_labels(monkeypatch, tmp_path):
+    from genlab.tracking import experiment_label, run_title
+
+    assert run_title("gan", "stable", "brisk-lamb") == "gan-stable · brisk-lamb"
+    assert run_title("vae", None, "1a2b3c4", "evaluate") == "vae · 1a2b3c4 · evaluate"
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")
+    assert experiment_label() == "brisk-lamb"
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert experiment_label(tmp_path) == "no-git"  # not a git work tree
+
+
+def test_the_dataset_is_logged_as_the_runs_input_without_loading_it(tracker):
+    import mlflow
+
+    sha = "ab" * 32
+    with tracker.run(run_name="vae") as run_id:
+        tracker.log_dataset("mnist", sha, "https://ossci-datasets.s3.amazonaws.com/mnist/", context="training")
+    (logged,) = mlflow.get_run(run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest, logged.dataset.source_type) == ("mnist", sha[:16], "http")
+    assert {t.key: t.value for t in logged.tags} == {"genlab.sha256": sha, "mlflow.data.context": "training"}
 
 
 def test_repo_root_and_dvc_tags_follow_dvc(monkeypatch, tmp_path):

@@ -3,6 +3,10 @@
     genlab generate --model cgan --digit 7 --n 64 --out sevens.png
     genlab generate --model gan --out samples.npy          # uint8 [N, 28, 28]
     genlab generate --model-uri models:/m-0123... --digit 3 --out threes.png
+    genlab compare                                  # the newest evaluations side by side
+    genlab compare brisk-lamb 1a2b3c HEAD~1         # DVC experiments, run ids, git revisions
+    genlab plots [brisk-lamb HEAD]                  # training curves and figures, an offline HTML page
+    genlab promote gan brisk-lamb                   # models:/genlab-gan@champion -> that experiment's GAN
 
 It loads the workspace's trained model (params.yaml's paths) or an MLflow model, so it needs no DVC or MLflow run
 of its own. genlab is imported first: the CPU pins and OpenMP's wait policy are set before torch loads.
@@ -116,6 +120,195 @@ def load_sampler(name: str | None, model_uri: str | None, params_path: Path) -> 
             return model.sample(n, torch.Generator().manual_seed(seed), labels)
 
     return sample, model.conditional, f"{name} ({path})"
+
+
+@main.command()
+@click.argument("selectors", nargs=-1)
+@click.option("--max", "limit", type=click.IntRange(1), default=6, show_default=True,
+              help="With no SELECTORS: the newest this many evaluations.")  # fmt: skip
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("reports/compare"),
+              show_default=True, help="Writes report.md (images beside it) and report.html here.")  # fmt: skip
+@click.option("--list", "list_only", is_flag=True, help="List the evaluated runs one can name, and stop.")
+def compare(selectors: tuple[str, ...], limit: int, out: Path, list_only: bool) -> None:
+    """A report of evaluated runs side by side. SELECTORS: DVC experiment names, git revisions, run ids (6+
+    digits). None: the newest evaluations."""
+    from genlab.comparison import SelectionError, evaluated_runs, render_run_of, select
+    from genlab.config import Runtime
+    from genlab.io import atomic_write_text
+    from genlab.report import build_report, run_label
+    from genlab.tracking import Tracker
+
+    runtime = Runtime()
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    frame = tracker.runs_frame()
+    if list_only:
+        for _, r in evaluated_runs(frame).iterrows():
+            click.echo(f"{r['run_id'][:8]}  {run_label(r)}")
+        return
+
+    try:
+        runs = select(frame, selectors, _git_commit)
+    except SelectionError as e:
+        raise click.ClickException(str(e)) from None
+    if runs.empty:
+        raise click.ClickException("no evaluated runs yet: run the pipeline first (make run, or dvc exp run)")
+    if not selectors:
+        runs = runs.head(limit)
+    images = out / "images"
+    grids = {}
+    for _, evaluation in runs.iterrows():
+        render = render_run_of(frame, evaluation)
+        epochs = [p for p in tracker.artifact_paths(render, "figures") if "epoch_" in p] if render else []
+        if epochs:  # the last rendered epoch's grid
+            short = evaluation["run_id"][:8]
+            path = tracker.download_artifact(render, epochs[-1], images / short)  # type: ignore[arg-type]
+            grids[evaluation["run_id"]] = path.rename(images / f"{short}_{path.name}")
+            path.parent.rmdir()
+    report = build_report(runs, grids, image_dir="images")
+    atomic_write_text(out / "report.md", report.markdown + "\n")
+    atomic_write_text(out / "report.html", report.html)
+    click.echo(report.markdown)
+    click.echo(f"\ngenlab compare: wrote {out / 'report.md'} and {out / 'report.html'} ({len(runs)} runs)")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+def exp(dvc_args: tuple[str, ...]) -> None:
+    """The experiments side by side, one row per experiment and model: the headline evaluation metrics and the
+    params that differ. Extra arguments go to `dvc exp show` (e.g. -A for every commit, -n 5)."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    from genlab.comparison import experiments_table
+
+    beside = Path(sys.executable).parent / "dvc"
+    dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
+    done = subprocess.run([dvc, "exp", "show", "--json", *dvc_args], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise click.ClickException(f"dvc exp show failed: {done.stderr.strip()[-500:]}")
+    table = experiments_table(json.loads(done.stdout))
+    if table.empty:
+        raise click.ClickException("no evaluated experiments: run the pipeline first (make run, or dvc exp run)")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
+        click.echo(table.to_string(index=False))
+
+
+@main.command()
+@click.argument("name")
+@click.argument("which")
+@click.option("--alias", default="champion", show_default=True)
+def promote(name: str, which: str, alias: str) -> None:
+    """Point models:/genlab-NAME@ALIAS at one version of NAME's sampler. WHICH: a version number, or what
+    `genlab compare` takes (a DVC experiment name, a git revision, a run id) naming one trained NAME."""
+    from genlab.comparison import CHECKPOINT, SelectionError, select
+    from genlab.config import Runtime
+    from genlab.tracking import TAG_CHECKPOINT, Tracker
+
+    runtime = Runtime()
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    registered = f"genlab-{name}"
+    versions = tracker.model_versions(registered)
+    if not versions:
+        raise click.ClickException(f"no versions of {registered}: train {name} first (dvc repro train@{name})")
+    if which.isdigit() and len(which) < 6:
+        version = int(which)
+        if version not in {v for v, _ in versions}:
+            raise click.BadParameter(f"{registered} has versions {sorted(v for v, _ in versions)}", param_hint="WHICH")
+    else:
+        frame = tracker.runs_frame()
+        try:
+            chosen = select(frame, [which], _git_commit)
+        except SelectionError as e:
+            raise click.ClickException(str(e)) from None
+        checkpoints = set(chosen[chosen["tags.genlab.model"] == name][CHECKPOINT])
+        if len(checkpoints) != 1:
+            raise click.ClickException(f"{which!r} names {len(checkpoints)} trained {name} models; name one")
+        trained = frame.set_index("run_id")[f"tags.{TAG_CHECKPOINT}"]
+        matching = [v for v, run_id in versions if trained.get(run_id) in checkpoints]
+        if not matching:
+            raise click.ClickException(f"no version of {registered} was logged with the weights {which!r} names")
+        version = matching[0]  # byte-identical weights trained twice: the newest version of them
+    tracker.set_alias(registered, alias, version)
+    click.echo(f"genlab promote: models:/{registered}@{alias} -> version {version}")
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=5000, show_default=True, help="0: any free port.")
+@click.option("--open/--no-open", "open_browser", default=True, help="Open the page in the default browser.")
+def ui(port: int, open_browser: bool) -> None:
+    """The MLflow UI on 127.0.0.1 against this repository's runs, opened at the experiment's model-training view
+    (MLflow 3.17 opens experiments in its GenAI view unless the URL asks otherwise). Ctrl-C stops it."""
+    import time
+    import webbrowser
+
+    from genlab.config import Runtime
+    from genlab.tracking import Tracker, mlflow_server
+
+    runtime = Runtime()
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    try:
+        with mlflow_server(tracker.tracking_uri, cwd=tracker.root, port=port) as url:
+            page = experiment_page(url, tracker.experiment.experiment_id)
+            click.echo(f"genlab ui: {page}  (Ctrl-C stops the server)")
+            if open_browser:
+                webbrowser.open(page)
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        click.echo("genlab ui: stopped")
+    except RuntimeError as e:  # the server did not start: its own last lines say why
+        raise click.ClickException(str(e)) from None
+
+
+def experiment_page(url: str, experiment_id: str) -> str:
+    """The runs table of an experiment in the classic model-training view: `workflowType` in the URL overrides
+    the UI's stored choice, which defaults to GenAI in MLflow 3.17."""
+    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _git_commit(rev: str) -> str | None:
+    import subprocess
+
+    done = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout.strip() or None
+
+
+@main.command()
+@click.argument("revisions", nargs=-1)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("build/plots"),
+              show_default=True, help="Where the page (index.html) and its images go.")  # fmt: skip
+def plots(revisions: tuple[str, ...], out: Path) -> None:
+    """The training curves and figures as one HTML page that works offline: `dvc plots show`, or with REVISIONS
+    (DVC experiment names, git revisions) `dvc plots diff REVISIONS`."""
+    import shutil
+    import subprocess
+    import sys
+
+    from genlab.tracking import repo_root
+
+    root = repo_root()
+    tools = root / "tools" / "dvc-plots"
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise click.ClickException(
+            "the offline plots page inlines vega from npm: install Node.js and npm (apt-get install nodejs npm)"
+        )
+    if not (tools / "node_modules").exists():  # the versions tools/dvc-plots/package-lock.json pins
+        subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=tools, check=True)
+    template = root / "build" / "dvc-plots" / "template.html"
+    subprocess.run([node, str(tools / "build.mjs"), str(template)], check=True, stdout=subprocess.DEVNULL)
+    beside = Path(sys.executable).parent / "dvc"  # the environment's own dvc, also when it is not activated
+    dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
+    command = [dvc, "plots", "diff" if revisions else "show", "--html-template", str(template), "-o", str(out)]
+    done = subprocess.run([*command, *revisions], cwd=root)
+    if done.returncode != 0:
+        raise click.ClickException(f"`{' '.join(command[1:3])}` failed (its message is above)")
+    click.echo(f"genlab plots: {out / 'index.html'} (open it in a browser; it needs no network)")
 
 
 def write_images(images, out: Path, *, nrow: int, scale: int) -> None:

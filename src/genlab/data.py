@@ -128,19 +128,24 @@ def fetch_file(
     fetcher: Fetcher = _download,
     timeout: float = 30.0,
     log: Callable[[str], None] = print,
+    unreachable: set[str] | None = None,
 ) -> bytes:
     """Return the verified, decompressed content of one IDX file.
 
     Tries each official mirror in turn (unless offline), then the local mirror directory. Every candidate is
     checked by the SHA-256 of its decompressed content; a bad candidate is reported and the next one tried.
+    unreachable: mirrors that could not be reached for an earlier file, skipped here; one that cannot be reached
+    now is added (so an offline machine reports each mirror once, not once per file).
     """
+    unreachable = set() if unreachable is None else unreachable
     expected = spec.sha256[filename]
     problems: list[str] = []
     sources: list[tuple[str, Callable[[], bytes]]] = []
     if not offline:
         for base in spec.mirrors:
-            url = f"{base}{filename}.gz"
-            sources.append((url, functools.partial(fetcher, url, timeout)))
+            if base not in unreachable:
+                url = f"{base}{filename}.gz"
+                sources.append((url, functools.partial(fetcher, url, timeout)))
     if local_mirror is not None:
         for p in _local_candidates(Path(local_mirror), filename):
             if p.exists():
@@ -152,7 +157,12 @@ def fetch_file(
             _verify(content, expected, origin)
         except (urllib.error.URLError, OSError, TimeoutError, DataError) as e:
             problems.append(f"  - {origin}: {e}")
-            log(f"download: {origin} failed, trying the next source ({e})")
+            mirror = next((b for b in spec.mirrors if origin.startswith(b)), None)
+            if mirror is not None and not isinstance(e, DataError):  # not reachable, rather than a bad copy
+                unreachable.add(mirror)
+                log(f"download: {mirror} unreachable ({e}); not asking it for the other files")
+            else:
+                log(f"download: {origin} failed, trying the next source ({e})")
             continue
         log(f"download: {filename} from {origin} (sha256 ok)")
         return content
@@ -177,9 +187,12 @@ def prepare(
     Nothing is written until all four files verified. The directory is filled under a temporary name beside
     out_dir and renamed into place, so an interrupted or failed run leaves no partial dataset behind.
     """
+    unreachable: set[str] = set()
     contents = {
-        f: fetch_file(spec, f, local_mirror=local_mirror, offline=offline, fetcher=fetcher, log=log) for f in IDX_FILES
-    }
+        f: fetch_file(spec, f, local_mirror=local_mirror, offline=offline, fetcher=fetcher, log=log,
+                      unreachable=unreachable)
+        for f in IDX_FILES
+    }  # fmt: skip
     # Parse before writing: a file with a valid checksum but a bad header is still rejected early.
     shapes = {f: list(parse_idx(c, f).shape) for f, c in contents.items()}
     manifest = {"dataset": spec.name, "files": {f: {"sha256": spec.sha256[f], "shape": shapes[f]} for f in IDX_FILES}}
@@ -245,6 +258,13 @@ def load_split(data_dir: str | os.PathLike[str], split: str) -> Split:
     if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
         raise DataError(f"{data_dir}: images {images.shape} and labels {labels.shape} do not match")
     return Split(images=torch.from_numpy(images.copy()), labels=torch.from_numpy(labels.copy()))
+
+
+def dataset_origin(name: str, data_dir: str | os.PathLike[str]) -> str:
+    """Where a dataset comes from, for the run's input record: its first official mirror, or the prepared
+    directory of a custom dataset."""
+    spec = REGISTRY.get(name)
+    return spec.mirrors[0] if spec is not None and spec.mirrors else str(data_dir)
 
 
 def dataset_checksum(data_dir: str | os.PathLike[str]) -> str:

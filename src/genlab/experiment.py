@@ -16,10 +16,23 @@ from typing import Any
 
 import torch
 
-from genlab.config import PathsConfig, Runtime, flatten
+from genlab.config import PathsConfig, Runtime
+from genlab.data import dataset_origin
 from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from genlab.render import grid_image
-from genlab.tracking import TAG_CHECKPOINT, TAG_KIND, TAG_MODEL, Tracker, dvc_tags, file_sha256, git_tags
+from genlab.tracking import (
+    TAG_CHECKPOINT,
+    TAG_EXPERIMENT,
+    TAG_KIND,
+    TAG_MODEL,
+    TAG_STAGE,
+    Tracker,
+    dvc_tags,
+    experiment_label,
+    file_sha256,
+    git_tags,
+    run_title,
+)
 from genlab.trainer import EpochResult, Trainer
 
 
@@ -55,7 +68,7 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtime: Runtime) -> str:
+def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: PathsConfig, runtime: Runtime) -> str:
     """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
 
     Returns the MLflow run id. trainer.config becomes the run's params; the model's sampler is logged as the MLflow
@@ -73,11 +86,34 @@ def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtim
     run_file = outputs.state_dir / f"{name}-{key}.run.json"
     resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
 
-    all_tags = {TAG_MODEL: name, TAG_KIND: trainer.kind, **git_tags(), **dvc_tags(), **tags}
-    with tracker.run(run_id=resumed_run, run_name=None if resumed_run else name, tags=all_tags) as run_id:
+    experiment = experiment_label()
+    variant = getattr(trainer.cfg, "variant", None)
+    all_tags = {
+        TAG_MODEL: name,
+        TAG_KIND: trainer.kind,
+        TAG_STAGE: "train",
+        TAG_EXPERIMENT: experiment,
+        **git_tags(),
+        **dvc_tags(),
+        **tags,
+    }
+    description = (
+        f"Trains {name} (kind {trainer.kind}{f', variant {variant}' if variant else ''}) for {epochs} epochs on"
+        f" {dataset}, seed {trainer.seed}: {experiment}. Its render and evaluate runs are nested under it."
+    )
+    with tracker.run(
+        run_id=resumed_run,
+        run_name=None if resumed_run else run_title(name, variant, experiment),
+        tags=all_tags,
+        description=description,
+        system_metrics=True,
+    ) as run_id:
         atomic_write_json(run_file, {"run_id": run_id})
         if resumed_run is None:
-            tracker.log_params(flatten(trainer.config))
+            tracker.log_config(trainer.config)
+            if "data_sha256" in trainer.config:
+                origin = dataset_origin(dataset, paths.data)
+                tracker.log_dataset(dataset, trainer.config["data_sha256"], origin, context="training")
 
         nrow = trainer.snapshot_extra().get("nrow", 8)  # a conditional model's rows are digits
 
@@ -87,6 +123,10 @@ def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtim
             tracker.log_image(grid_image(r.snapshot, nrow=nrow, scale=2), key=f"{name}/snapshot", step=r.epoch)
 
         trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every, on_epoch=on_epoch)
+        # The last epoch's grid once more, alone under its own key: MLflow's image card opens at step 0, and
+        # jumps to a key's step only when it has a single one, so this card shows the final samples at once.
+        final = grid_image(trainer.history.snapshots[-1], nrow=nrow, scale=2)
+        tracker.log_image(final, key=f"{name}/final", step=trainer.epoch)
 
         # DVC outputs: deterministic content only (no run ids, times or absolute paths).
         atomic_torch_save(outputs.model, trainer.state_dict())
@@ -102,7 +142,9 @@ def train_and_track(trainer: Trainer, *, epochs: int, paths: PathsConfig, runtim
         tracker.set_tags({TAG_CHECKPOINT: file_sha256(outputs.model)})
         tracker.log_artifact(outputs.history, artifact_path="history")
         latent, labels = trainer.sampler_example()
-        tracker.log_sampler(trainer.model, name=f"{name}_sampler", latent=latent, labels=labels)
+        tracker.log_sampler(
+            trainer.model, name=f"{name}_sampler", latent=latent, labels=labels, registered_name=f"genlab-{name}"
+        )
 
     # The run finished: its resumable state has served its purpose. Removing it makes `dvc repro --force`
     # train from scratch rather than "resume" a finished run.

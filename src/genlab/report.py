@@ -1,9 +1,9 @@
 """The comparison report: runs side by side, from the table mlflow.search_runs returns (see tracking.Tracker).
 
 Pure functions of a pandas DataFrame (one row per run, columns run_id, params.*, metrics.*, tags.*) and the
-paths of each run's final image grid; scripts/compare.py does the I/O. The numbers are the runs' MLflow metrics
-unchanged, which the evaluate stage logged from metrics/evaluate.json: the report, `dvc metrics show` and the
-MLflow UI show the same values.
+paths of each run's final image grid; `genlab compare` does the I/O. A row is an evaluate run (genlab.comparison).
+The numbers are its MLflow metrics unchanged, which the evaluate stage logged from metrics/<name>_eval.json: the
+report, `dvc metrics show` and the MLflow UI show the same values.
 """
 
 from __future__ import annotations
@@ -57,13 +57,14 @@ class Report:
 
 
 def run_label(run: Mapping) -> str:
-    """'gan · gan-stable · 1a2b3c4d': the model, the DVC experiment (or GAN variant) and the run id."""
+    """'gan-stable · brisk-lamb · 1a2b3c4d': the model (and its variant), the DVC experiment or commit it was
+    evaluated in, and the start of the evaluate run's id."""
     model = run.get("tags.genlab.model") or "?"
-    name = run.get("tags.dvc.exp_name")
-    if not isinstance(name, str) or not name:
-        variant = run.get("params.gan.variant")
-        name = variant if isinstance(variant, str) else ""
-    return " · ".join(part for part in (model, name, run["run_id"][:8]) if part)
+    variant = run.get(f"params.{model}.variant")
+    experiment = run.get("tags.genlab.experiment")
+    head = f"{model}-{variant}" if isinstance(variant, str) and variant else model
+    parts = (head, experiment if isinstance(experiment, str) else "", run["run_id"][:8])
+    return " · ".join(part for part in parts if part)
 
 
 def _present(v) -> bool:

@@ -4,8 +4,12 @@ Layout: SQLite backend `<repo root>/mlflow.db`, artifacts under `<repo root>/mlr
 `mlflow ui` in the repo root shows every run, also those of `dvc exp run --temp/--queue`, which run stages
 in a temporary copy but set DVC_ROOT to the original repository.
 
-Nothing here writes into DVC-tracked files: run IDs stay in MLflow. Later stages find a model's run by the
-SHA-256 of its checkpoint, stored as the tag `genlab.checkpoint_sha256`.
+Nothing here writes into DVC-tracked files: run IDs stay in MLflow.
+
+One identity per run. A training stage starts a run and ends it; it is never re-opened. The render and evaluate
+stages each start a run of their own, a child of the training run that made their checkpoint (found by the
+checkpoint's SHA-256, the tag `genlab.checkpoint_sha256`), named for the DVC experiment they ran in. Two
+experiments that share a cached model therefore each keep their own evaluation, and every duration is true.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,19 +35,30 @@ EXPERIMENT_DEFAULT = "genlab"
 TAG_MODEL = "genlab.model"  # the model's name in params.yaml (gan, cgan, ...)
 TAG_KIND = "genlab.kind"  # its kind: the package under genlab/models (gan, vae, ...)
 TAG_CHECKPOINT = "genlab.checkpoint_sha256"
+TAG_STAGE = "genlab.stage"  # train, render or evaluate: the DVC stage that made the run
+TAG_EXPERIMENT = "genlab.experiment"  # the DVC experiment's name, or the short commit (experiment_label)
+TAG_TRAIN_RUN = "genlab.train_run_id"  # on render and evaluate runs: the run that trained their checkpoint
+TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
 
 
 @contextmanager
 def mlflow_server(
-    backend_store_uri: str, *, cwd: Path | None = None, artifacts_destination: Path | None = None, timeout: float = 90
+    backend_store_uri: str,
+    *,
+    cwd: Path | None = None,
+    artifacts_destination: Path | None = None,
+    timeout: float = 90,
+    port: int = 0,
 ) -> Iterator[str]:
-    """The real `mlflow server` (this environment's) on a free loopback port while the block runs; yields its URL.
+    """The real `mlflow server` (this environment's) on a loopback port (0: a free one) while the block runs;
+    yields its URL.
 
     Raises RuntimeError with the server's last output when it does not answer /health within `timeout` seconds.
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
     command = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
                "--workers", "1", "--backend-store-uri", backend_store_uri]  # fmt: skip
@@ -141,6 +157,22 @@ def dvc_tags() -> dict[str, str]:
     return tags
 
 
+def experiment_label(cwd: Path | None = None) -> str:
+    """What a run belongs to: the DVC experiment's name under `dvc exp run`, else the short commit ('+dirty' with
+    uncommitted edits of tracked files)."""
+    if os.environ.get("DVC_EXP_NAME"):
+        return os.environ["DVC_EXP_NAME"]
+    git = git_tags(cwd)
+    if git["git.commit"] == "unknown":
+        return "no-git"
+    return git["git.commit"][:7] + ("+dirty" if git["git.dirty"] == "true" else "")
+
+
+def run_title(model: str, variant: str | None, experiment: str, stage: str | None = None) -> str:
+    """'gan-stable · brisk-lamb', '<model>[-<variant>] · <experiment>[ · <stage>]': distinct in the run list."""
+    return " · ".join([f"{model}-{variant}" if variant else model, experiment, *([stage] if stage else [])])
+
+
 class Tracker:
     """A thin wrapper over one MLflow experiment. Construct once per stage."""
 
@@ -158,24 +190,93 @@ class Tracker:
                     artifacts = (self.root / "mlruns" / experiment).resolve()
                     artifacts.mkdir(parents=True, exist_ok=True)
                     location = artifacts.as_uri()
-                mlflow.create_experiment(experiment, artifact_location=location)
+                # MLflow 3.17's UI ignores this tag (its sidebar switch, default GenAI, decides the view; `genlab
+                # ui` opens the model-training view by URL), but it says what the experiment is to later UIs.
+                kind = {"mlflow.experimentKind": "custom_model_development"}
+                mlflow.create_experiment(experiment, artifact_location=location, tags=kind)
             self.experiment = mlflow.set_experiment(experiment)
 
     @contextmanager
     def run(
-        self, run_id: str | None = None, run_name: str | None = None, tags: Mapping[str, str] | None = None
+        self,
+        run_id: str | None = None,
+        run_name: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        *,
+        description: str | None = None,
+        parent_run_id: str | None = None,
+        system_metrics: bool = False,
     ) -> Iterator[str]:
-        """Start (or resume, with run_id) a run; yields its id. Ends it as FAILED if the body raises."""
+        """Start (or resume, with run_id, a run killed before it ended) a run; yields its id. Ends it as FAILED if
+        the body raises. parent_run_id nests it under that run (the tag mlflow.parentRunId), leaving the parent as
+        it is. system_metrics: CPU, memory, disk and network (and GPU, where nvidia-ml-py is installed) sampled into
+        system/* metrics while the run lasts."""
+        if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
+            # MLflow's default, 10 s, leaves a run shorter than that with no samples (the monitor publishes only
+            # while the run is active); 5 s costs a few hundred rows per hour.
+            self._mlflow.set_system_metrics_sampling_interval(5)
         with self._mlflow.start_run(
-            run_id=run_id, run_name=run_name, experiment_id=self.experiment.experiment_id, tags=dict(tags or {})
+            run_id=run_id,
+            run_name=run_name,
+            experiment_id=self.experiment.experiment_id,
+            tags=dict(tags or {}),
+            description=description,
+            parent_run_id=parent_run_id,  # read only: a finished parent keeps its status and end time
+            log_system_metrics=system_metrics,
         ) as r:
             yield r.info.run_id
+
+    @contextmanager
+    def stage_run(self, stage: str, checkpoint_path: str | os.PathLike[str], description: str) -> Iterator[str]:
+        """A run of a stage that reads a trained checkpoint (render, evaluate): its own run, a child of the run
+        that trained the checkpoint, named and tagged for the DVC experiment it runs in. Yields its id."""
+        import torch
+
+        # The checkpoint describes itself (genlab.checkpoints): its kind, its name in params.yaml, its config.
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        name = checkpoint.get("name", checkpoint["kind"])
+        variant = checkpoint["config"][name].get("variant")
+        sha = file_sha256(Path(checkpoint_path))
+        experiment = experiment_label()
+        trained_by = self.find_run(name, sha)
+        origin = (
+            f"Its checkpoint was trained by run {trained_by}."
+            if trained_by
+            else f"No run in this store trained its checkpoint (SHA-256 {sha[:12]}…); DVC restored it from its cache."
+        )
+        tags = {
+            TAG_MODEL: name,
+            TAG_KIND: checkpoint["kind"],
+            TAG_STAGE: stage,
+            TAG_EXPERIMENT: experiment,
+            TAG_CHECKPOINT: sha,
+            **({TAG_TRAIN_RUN: trained_by} if trained_by else {}),
+            **git_tags(),
+            **dvc_tags(),
+        }
+        with self.run(
+            run_name=run_title(name, variant, experiment, stage),
+            tags=tags,
+            description=f"{description} {origin}",
+            parent_run_id=trained_by,
+        ) as run_id:
+            yield run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         # MLflow params are strings of at most 6000 chars; lists are shown as their repr.
         self._mlflow.log_params(
             {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in params.items()}
         )
+
+    def log_config(self, config: Mapping[str, Any]) -> None:
+        """A run's defining config: its values as params (flattened: gan.lr), its SHA-256 values as tags
+        (genlab.data_sha256): the params feed the UI's image captions and compare view, where 64-digit hashes
+        only crowd out the values people compare."""
+        from genlab.config import flatten
+
+        flat = flatten(dict(config))
+        self.log_params({k: v for k, v in flat.items() if not k.endswith("_sha256")})
+        self.set_tags({f"genlab.{k}": str(v) for k, v in flat.items() if k.endswith("_sha256")})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, prefix: str = "") -> None:
         self._mlflow.log_metrics({f"{prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
@@ -184,81 +285,101 @@ class Tracker:
         """A per-step image: the UI shows it with a step slider."""
         self._mlflow.log_image(image, key=key, step=step)
 
+    def log_dataset(self, name: str, sha256: str, source: str, context: str) -> None:
+        """The run's input dataset (MLflow's Datasets column) without loading it: name, digest (the first 16 hex
+        digits of the data's SHA-256; MLflow stores at most 36 characters, the whole hash is the input's tag
+        genlab.sha256) and where it comes from (a URL, or a local path for a custom dataset)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        with warnings.catch_warnings():
+            # MLflow registers its local-file source class twice and warns that a path matches both.
+            warnings.filterwarnings("ignore", "The specified dataset source can be interpreted in multiple ways")
+            origin = resolve_dataset_source(source)  # an HTTP source for a URL, a local one for a path
+        # MetaDataset's `profile` is abstract in MLflow's stubs and None at run time (a dataset without a profile).
+        dataset = MetaDataset(origin, name=name, digest=sha256[:16])  # type: ignore[abstract]
+        self._mlflow.log_input(dataset, context=context, tags={"genlab.sha256": sha256})
+
     def log_artifact(self, path: str | os.PathLike[str], artifact_path: str | None = None) -> None:
         self._mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self._mlflow.set_tags(dict(tags))
 
-    def log_sampler(self, model: Any, name: str, latent: Any, labels: Any = None) -> None:
-        """Log a generative model's sampler (genlab.models.base.Sampler) as the run's MLflow model.
+    def log_sampler(
+        self, model: Any, name: str, latent: Any, labels: Any = None, registered_name: str | None = None
+    ) -> Any:
+        """Log a generative model's sampler (genlab.models.base.Sampler) as the run's MLflow model, and register it
+        as a new version of `registered_name` (when given). Returns MLflow's ModelInfo.
 
-        Unconditional: a PyTorch model (pt2 serialisation, which needs the input example), latent [B, d] ->
-        images [B, 1, 28, 28] in [0, 1]. Conditional: a pyfunc model whose input is a table with a `label` column
-        (the digit, 0-9) and, optionally, a `seed` column (default 0; on every row of a request or on none); one
-        image per row, so `mlflow models serve`
-        answers {"dataframe_records": [{"label": 7}]} with a 7. Its requirements are given, not inferred: inference
-        imports the model in a subprocess, ~9 s per call.
+        One contract for every model: the input is a table, one image per row, with a `seed` column (the row's
+        noise; optional, default 0) and, for a conditional model, a `label` column (the digit, 0-9); the output is
+        images [N, 1, 28, 28], float32 in [0, 1]. A table rather than a latent tensor, because MLflow converts a
+        table's integer columns of any width, where a tensor input must match its dtype exactly (float64 failed). So
+        `mlflow models serve` answers {"dataframe_records": [{"label": 7}]} with a 7. The network is a
+        torch.export program stored beside the pyfunc: serving needs torch, pandas and mlflow, not genlab. Its
+        requirements are given, not inferred: inference imports the model in a subprocess, ~9 s per call.
         """
         import mlflow.pyfunc
-        import mlflow.pytorch
+        import pandas as pd
         import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import ColSpec, Schema, TensorSpec
 
+        conditional = labels is not None
         sampler = model.sampler().eval().cpu()
         latent = latent.cpu()
-        requirements = [f"torch=={torch.__version__.split('+')[0]}"]
-        if labels is None:
-            mlflow.pytorch.log_model(sampler, name=name, input_example=latent.numpy(), pip_requirements=requirements)
-            return
-        import pandas as pd
-
-        batch = torch.export.Dim("batch", min=1)  # any number of rows, latent and labels alike
+        batch = torch.export.Dim("batch", min=1)  # any number of rows
+        inputs: tuple[Any, ...] = (latent,)
+        shapes: dict[str, Any] = {"latent": {0: batch}}
+        if conditional:
+            inputs, shapes = (latent, labels.cpu()), {"latent": {0: batch}, "labels": {0: batch}}
         with torch.no_grad():
-            program = torch.export.export(
-                sampler, (latent, labels.cpu()), dynamic_shapes={"latent": {0: batch}, "labels": {0: batch}}
-            )
+            program = torch.export.export(sampler, inputs, dynamic_shapes=shapes)
+        columns: list[ColSpec | TensorSpec] = [ColSpec("long", "seed", required=False)]
+        example = pd.DataFrame({"seed": list(range(4))})
+        if conditional:
+            columns.insert(0, ColSpec("long", "label"))
+            example = pd.DataFrame({"label": list(range(10)), "seed": [0] * 10})
+        signature = ModelSignature(
+            inputs=Schema(columns), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))])
+        )
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "sampler.pt2"
             torch.export.save(program, path)
-            from mlflow.models import ModelSignature
-            from mlflow.types import ColSpec, Schema, TensorSpec
-
-            # Written out, not inferred from the example: `seed` may be left out of a request.
-            signature = ModelSignature(
-                inputs=Schema([ColSpec("long", "label"), ColSpec("long", "seed", required=False)]),
-                outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 784))]),
-            )
-            mlflow.pyfunc.log_model(
+            return mlflow.pyfunc.log_model(
                 name=name,
-                python_model=_labelled_sampler(int(latent.shape[1])),
+                python_model=_seeded_sampler(int(latent.shape[1]), conditional),
                 artifacts={"sampler": str(path)},
                 signature=signature,
-                input_example=pd.DataFrame({"label": list(range(10)), "seed": [0] * 10}),
-                pip_requirements=[*requirements, f"pandas=={pd.__version__}"],
+                input_example=example,
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}"],
+                metadata={"output": "images [N, 1, 28, 28], float32 in [0, 1]", "conditional": conditional},
+                registered_model_name=registered_name,
             )
 
-    def find_run(self, model: str, checkpoint_sha256: str) -> str | None:
-        """The newest run whose checkpoint has this hash, or None."""
+    def find_run(self, model: str, checkpoint_sha256: str, stage: str = "train") -> str | None:
+        """The newest run of `stage` with this checkpoint hash, or None. Byte-identical checkpoints of several
+        experiments share one hash: any of their training runs made those exact weights."""
         runs = self._mlflow.search_runs(
             experiment_ids=[self.experiment.experiment_id],
-            filter_string=f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_CHECKPOINT}` = '{checkpoint_sha256}'",
+            filter_string=f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_CHECKPOINT}` = '{checkpoint_sha256}'"
+            f" and tags.`{TAG_STAGE}` = '{stage}'",
             order_by=["attributes.start_time DESC"],
             max_results=1,
             output_format="list",
         )
         return runs[0].info.run_id if runs else None
 
-    @contextmanager
-    def model_run(self, model: str, checkpoint_path: str | os.PathLike[str]) -> Iterator[bool]:
-        """Re-open the run that trained this checkpoint (found by its hash); yields False, after saying so, if
-        no run has it (e.g. mlflow.db was deleted but DVC outputs were restored from the cache)."""
-        run_id = self.find_run(model, file_sha256(Path(checkpoint_path)))
-        if run_id is None:
-            print(f"tracking: no MLflow run in {self.tracking_uri} trained {checkpoint_path}; not logging to MLflow")
-            yield False
-            return
-        with self.run(run_id=run_id):
-            yield True
+    def model_versions(self, registered_name: str) -> list[tuple[int, str]]:
+        """(version, the run that logged it) of a registered model, newest first; [] if there is none."""
+        client = self._mlflow.MlflowClient()
+        versions = client.search_model_versions(f"name = '{registered_name}'")
+        return sorted(((int(v.version), v.run_id or "") for v in versions), reverse=True)
+
+    def set_alias(self, registered_name: str, alias: str, version: int) -> None:
+        """Point models:/<registered_name>@<alias> at `version` (moving it from where it was)."""
+        self._mlflow.MlflowClient().set_registered_model_alias(registered_name, alias, str(version))
 
     def runs_frame(self, filter_string: str = ""):
         """Runs of the experiment as a pandas DataFrame (params.*, metrics.*, tags.* columns), newest first."""
@@ -277,13 +398,16 @@ class Tracker:
         return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst_dir)))
 
 
-def _labelled_sampler(latent_dim: int) -> Any:
-    """The pyfunc of a conditional model: rows (label, seed) -> flattened images [N, 784] in [0, 1]. Defined here
-    so cloudpickle stores the class by value: with the torch.export program saved beside it, serving needs torch,
+def _seeded_sampler(latent_dim: int, conditional: bool) -> Any:
+    """The pyfunc of Tracker.log_sampler: rows (seed[, label]) -> images [N, 1, 28, 28] in [0, 1]. Defined here so
+    cloudpickle stores the class by value: with the torch.export program saved beside it, serving needs torch,
     pandas and mlflow, not genlab."""
     import mlflow.pyfunc
 
-    class LabelledSampler(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+    class SeededSampler(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
+        def __init__(self) -> None:
+            self.latent_dim, self.conditional = latent_dim, conditional
+
         def __getstate__(self) -> dict[str, Any]:
             # MLflow loads the context into this object to check the input example, then pickles it: the
             # network itself is stored as the artifact, not in the pickle.
@@ -297,46 +421,40 @@ def _labelled_sampler(latent_dim: int) -> Any:
         def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
             import torch
 
-            if "label" not in model_input.columns:
-                raise ValueError("this model draws the digit you ask for: give a 'label' column (0-9)")
-            labels = torch.tensor(model_input["label"].to_numpy(), dtype=torch.long)
-            if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
-                raise ValueError("label must lie in 0..9")
-            seeds = model_input["seed"].to_numpy() if "seed" in model_input.columns else np.zeros(len(labels), int)
+            n = len(model_input)
+            seeds = model_input["seed"].to_numpy() if "seed" in model_input.columns else np.zeros(n, int)
             # One noise vector per row, from the row's seed: an image does not depend on the other rows.
-            latent = torch.empty(len(labels), latent_dim)
+            latent = torch.empty(n, self.latent_dim)
             for i, seed in enumerate(seeds):
-                latent[i] = torch.randn(latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+                latent[i] = torch.randn(self.latent_dim, generator=torch.Generator().manual_seed(int(seed)))
+            inputs: tuple[Any, ...] = (latent,)
+            if self.conditional:
+                if "label" not in model_input.columns:
+                    raise ValueError("this model draws the digit you ask for: give a 'label' column (0-9)")
+                labels = torch.tensor(model_input["label"].to_numpy(), dtype=torch.long)
+                if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+                    raise ValueError("label must lie in 0..9")
+                inputs = (latent, labels)
             with torch.no_grad():
-                return self.sampler(latent, labels).reshape(len(labels), -1).numpy()
+                return self.sampler(*inputs).numpy()
 
-    return LabelledSampler()
+    return SeededSampler()
 
 
 def load_logged_sampler(model_uri: str) -> tuple[Any, bool]:
     """A sampler that Tracker.log_sampler logged, as (sample(n, labels, seed) -> images [n, 1, 28, 28] in [0, 1],
-    conditional?). A PyTorch model is unconditional (latent -> images); a pyfunc one takes labels."""
+    conditional?). Row i is drawn with seed `seed + i`."""
     import mlflow.pyfunc
+    import pandas as pd
     import torch
 
-    info = mlflow.models.get_model_info(model_uri)
-    if "pytorch" in info.flavors:
-        module = mlflow.pytorch.load_model(model_uri)
-        latent_dim = int(info.signature.inputs.inputs[0].shape[-1])
-
-        def sample(n: int, labels: Any, seed: int) -> Any:
-            latent = torch.randn(n, latent_dim, generator=torch.Generator().manual_seed(seed))
-            with torch.no_grad():
-                return module(latent)
-
-        return sample, False
-    import pandas as pd
-
     pyfunc = mlflow.pyfunc.load_model(model_uri)
+    conditional = "label" in pyfunc.metadata.get_input_schema().input_names()
 
-    def sample_labelled(n: int, labels: Any, seed: int) -> Any:
-        # One seed per row (the pyfunc's contract): rows seed, seed + 1, ...
-        table = pd.DataFrame({"label": labels.tolist(), "seed": list(range(seed, seed + n))})
-        return torch.from_numpy(pyfunc.predict(table)).reshape(n, 1, 28, 28)
+    def sample(n: int, labels: Any, seed: int) -> Any:
+        table = pd.DataFrame({"seed": list(range(seed, seed + n))})
+        if conditional:
+            table.insert(0, "label", labels.tolist())
+        return torch.from_numpy(pyfunc.predict(table))
 
-    return sample_labelled, True
+    return sample, conditional
