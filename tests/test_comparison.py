@@ -72,7 +72,12 @@ def test_the_figures_come_from_the_render_run_of_the_same_experiment():
 
 
 def exp_show_entry(name: str, lr: float, fid: float, test_loss: float | None = None) -> dict:
-    evaluation = {"fid": fid, "precision": 0.5, "num_samples": 100, **({"test_loss": test_loss} if test_loss else {})}
+    evaluation = {
+        "fid": fid,
+        "knn_precision": 0.5,
+        "num_samples": 100,
+        **({"test_loss": test_loss} if test_loss else {}),
+    }
     return {
         "rev": "0123456789abcdef",
         "name": name,
@@ -92,6 +97,6 @@ def test_the_experiments_table_has_a_row_per_experiment_and_model_with_what_diff
     baseline["experiments"] = [{"revs": [exp_show_entry("brisk-lamb", 1e-4, 25.0)]}]
     table = experiments_table([workspace, baseline])
     assert list(table["experiment"]) == ["workspace", "main", "brisk-lamb"]
-    assert list(table.columns) == ["experiment", "model", "fid", "precision", "params"]  # no empty columns
+    assert list(table.columns) == ["experiment", "model", "fid", "knn_precision", "params"]  # no empty columns
     assert list(table["params"]) == ["lr=0.0002", "lr=0.0002", "lr=0.0001"]  # epochs is the same everywhere
     assert table.loc[2, "fid"] == 25.0

@@ -70,7 +70,7 @@ def floor(metrics_of):
 def test_real_against_real_is_near_the_ideal(floor):
     # FID has no absolute scale (it depends on the feature extractor); the cases below compare against this one.
     assert floor["fid"] >= 0
-    assert floor["precision"] > 0.8 and floor["recall"] > 0.8
+    assert floor["knn_precision"] > 0.8 and floor["knn_recall"] > 0.8
     assert floor["classes_present"] == 10 and floor["max_class_share"] < 0.15
     assert floor["class_kl_uniform"] < 0.05
     assert floor["classifier_score"] > 8.5
@@ -80,7 +80,7 @@ def test_real_against_real_is_near_the_ideal(floor):
 def test_blurred_images_score_worse(metrics_of, floor):
     blurred = metrics_of(blur(digits(N, seed=1)[0]))
     assert blurred["fid"] > 20 * floor["fid"]
-    assert blurred["recall"] < floor["recall"] - 0.3 and blurred["precision"] < floor["precision"]
+    assert blurred["knn_recall"] < floor["knn_recall"] - 0.3 and blurred["knn_precision"] < floor["knn_precision"]
     assert blurred["c2st_accuracy"] > 0.9
 
 
@@ -91,7 +91,7 @@ def test_one_repeated_digit_is_caught_by_coverage_and_recall(metrics_of, floor):
     assert m["classes_present"] == 1 and m["max_class_share"] == 1.0
     assert m["class_kl_uniform"] == pytest.approx(math.log(10))
     assert m["classifier_score"] == pytest.approx(1.0, abs=1e-3)
-    assert m["recall"] < 0.05  # the real digits of the other nine classes are far from the one sample
+    assert m["knn_recall"] < 0.05  # the real digits of the other nine classes are far from the one sample
     assert m["fid"] > 20 * floor["fid"]
     assert m["c2st_accuracy"] > 0.9
     assert m["class_share"]["3"] == 1.0
@@ -104,9 +104,9 @@ def test_half_the_classes_dropped_shows_in_coverage_and_recall(metrics_of, floor
     assert m["classes_present"] == 5 and m["max_class_share"] > 0.15
     assert m["class_kl_uniform"] == pytest.approx(math.log(2), abs=0.05)
     assert m["classifier_score"] == pytest.approx(5, abs=0.5)
-    assert m["recall"] < floor["recall"] - 0.3
+    assert m["knn_recall"] < floor["knn_recall"] - 0.3
     assert m["fid"] > 20 * floor["fid"] and m["c2st_accuracy"] > floor["c2st_accuracy"] + 0.05
-    assert m["precision"] > 0.8  # what it draws is still real-looking: precision alone cannot see the collapse
+    assert m["knn_precision"] > 0.8  # what it draws is still real-looking: precision alone cannot see the collapse
 
 
 def test_diagnostics_are_the_cheap_subset(classifier):
@@ -130,13 +130,13 @@ def test_precision_recall_on_point_sets():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(400, 8, generator=g)
     same = precision_recall(a, a.clone(), k=3)
-    assert same == {"precision": 1.0, "recall": 1.0}
+    assert same == {"knn_precision": 1.0, "knn_recall": 1.0}
     far = precision_recall(a, a + 100, k=3)
-    assert far == {"precision": 0.0, "recall": 0.0}
+    assert far == {"knn_precision": 0.0, "knn_recall": 0.0}
     # A generator that covers only half of the real set: precise, but recall about half.
     half = a[a[:, 0] > 0]
     m = precision_recall(a, half, k=3)
-    assert m["precision"] > 0.95 and 0.3 < m["recall"] < 0.85  # k-NN balls reach a little into the missing half
+    assert m["knn_precision"] > 0.95 and 0.3 < m["knn_recall"] < 0.85  # k-NN balls reach a little into the missing half
 
 
 def test_two_sample_test_separates_noise_from_digits():

@@ -135,7 +135,13 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     evaluations = runs[runs["tags.genlab.stage"] == "evaluate"].set_index("tags.genlab.model")
     for name, r in evaluations.iterrows():
         # Sample metrics, the real-data floor beside them, the feature extractor they were computed in.
-        for key in ("eval/fid", "eval/recall", "eval/classes_present", "floor/fid", "eval/classifier_test_accuracy"):
+        for key in (
+            "eval/fid",
+            "eval/knn_recall",
+            "eval/classes_present",
+            "floor/fid",
+            "eval/classifier_test_accuracy",
+        ):
             assert r[f"metrics.{key}"] == r[f"metrics.{key}"], key
         assert r["tags.genlab.classifier_sha256"] == classifier["tags.genlab.weights_sha256"]
         assert r[f"params.{name}.epochs"] == "2" and r["params.evaluate.num_samples"]  # the model's config too

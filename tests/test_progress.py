@@ -17,8 +17,8 @@ def test_an_epoch_line_fits_in_120_characters_and_keeps_the_losses_first():
 
 
 def test_a_summary_line_skips_what_is_not_a_number():
-    line = summary_line("[evaluate gan]", {"feature_extractor": {"a": 1}, "fid": 55.8, "recall": 0.5}, "| x")
-    assert line == "[evaluate gan]  fid 55.8  recall 0.5  | x"
+    line = summary_line("[evaluate gan]", {"feature_extractor": {"a": 1}, "fid": 55.8, "knn_recall": 0.5}, "| x")
+    assert line == "[evaluate gan]  fid 55.8  knn_recall 0.5  | x"
 
 
 def test_no_bar_is_drawn_when_stderr_is_not_a_terminal(monkeypatch):

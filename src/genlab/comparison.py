@@ -91,7 +91,7 @@ def render_run_of(frame: pd.DataFrame, evaluation: pd.Series) -> str | None:
 
 # `genlab exp`: the columns people compare, per (experiment, model), from `dvc exp show --json`. DVC's own table has
 # a column per metric of every metrics file and per param (186 here), one very wide line per experiment.
-HEADLINE = ["fid", "precision", "recall", "c2st_accuracy", "conditional_accuracy", "test_loss"]
+HEADLINE = ["fid", "knn_precision", "knn_recall", "c2st_accuracy", "conditional_accuracy", "test_loss"]
 
 
 def _revisions(shown: list[dict]) -> list[tuple[str, dict]]:

@@ -56,8 +56,8 @@ def _precision_recall(
 ) -> dict[str, float]:
     fake_radii = _kth_neighbour_radii(fake, k, chunk)
     return {
-        "precision": float(_inside_manifold(fake, real, real_radii, chunk).double().mean()),
-        "recall": float(_inside_manifold(real, fake, fake_radii, chunk).double().mean()),
+        "knn_precision": float(_inside_manifold(fake, real, real_radii, chunk).double().mean()),
+        "knn_recall": float(_inside_manifold(real, fake, fake_radii, chunk).double().mean()),
     }
 
 

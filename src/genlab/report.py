@@ -20,8 +20,8 @@ import pandas as pd
 # (row label, metric name under eval/ and floor/). Arrows say which way is better.
 SAMPLE_METRICS = [
     ("Domain FID ↓", "fid"),
-    ("Precision ↑ (fidelity)", "precision"),
-    ("Recall ↑ (coverage)", "recall"),
+    ("Precision ↑ (fidelity, k-NN manifolds)", "knn_precision"),
+    ("Recall ↑ (coverage, k-NN manifolds)", "knn_recall"),
     ("Classes present, > 2% of samples ↑", "classes_present"),
     ("Largest class share (uniform: 0.1)", "max_class_share"),
     ("KL(classes ‖ uniform), nats ↓", "class_kl_uniform"),
