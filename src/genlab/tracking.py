@@ -316,8 +316,9 @@ class Tracker:
         noise; optional, default 0) and, for a conditional model, a `label` column (the digit, 0-9); the output is
         images [N, 1, 28, 28], float32 in [0, 1]. A table rather than a latent tensor, because MLflow converts a
         table's integer columns of any width, where a tensor input must match its dtype exactly (float64 failed). So
-        `mlflow models serve` answers {"dataframe_records": [{"label": 7}]} with a 7. The network is a
-        torch.export program stored beside the pyfunc: serving needs torch, pandas and mlflow, not genlab. Its
+        `mlflow models serve` answers {"dataframe_records": [{"label": 7}]} with a 7. The pyfunc is
+        genlab/sampler_pyfunc.py and the network a torch.export program beside it: serving needs torch, pandas
+        and mlflow, not genlab. Its
         requirements are given, not inferred: inference imports the model in a subprocess, ~9 s per call.
         """
         import mlflow.pyfunc
@@ -349,7 +350,9 @@ class Tracker:
             torch.export.save(program, path)
             return mlflow.pyfunc.log_model(
                 name=name,
-                python_model=_seeded_sampler(int(latent.shape[1]), conditional),
+                # Models from code: MLflow copies this file into the model, nothing is pickled.
+                python_model=str(Path(__file__).with_name("sampler_pyfunc.py")),
+                model_config={"latent_dim": int(latent.shape[1]), "conditional": conditional},
                 artifacts={"sampler": str(path)},
                 signature=signature,
                 input_example=example,
@@ -396,49 +399,6 @@ class Tracker:
     def download_artifact(self, run_id: str, path: str, dst_dir: str | os.PathLike[str]) -> Path:
         Path(dst_dir).mkdir(parents=True, exist_ok=True)
         return Path(self._mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst_dir)))
-
-
-def _seeded_sampler(latent_dim: int, conditional: bool) -> Any:
-    """The pyfunc of Tracker.log_sampler: rows (seed[, label]) -> images [N, 1, 28, 28] in [0, 1]. Defined here so
-    cloudpickle stores the class by value: with the torch.export program saved beside it, serving needs torch,
-    pandas and mlflow, not genlab."""
-    import mlflow.pyfunc
-
-    class SeededSampler(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
-        def __init__(self) -> None:
-            self.latent_dim, self.conditional = latent_dim, conditional
-
-        def __getstate__(self) -> dict[str, Any]:
-            # MLflow loads the context into this object to check the input example, then pickles it: the
-            # network itself is stored as the artifact, not in the pickle.
-            return {k: v for k, v in self.__dict__.items() if k != "sampler"}
-
-        def load_context(self, context: Any) -> None:
-            import torch
-
-            self.sampler = torch.export.load(context.artifacts["sampler"]).module()
-
-        def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:
-            import torch
-
-            n = len(model_input)
-            seeds = model_input["seed"].to_numpy() if "seed" in model_input.columns else np.zeros(n, int)
-            # One noise vector per row, from the row's seed: an image does not depend on the other rows.
-            latent = torch.empty(n, self.latent_dim)
-            for i, seed in enumerate(seeds):
-                latent[i] = torch.randn(self.latent_dim, generator=torch.Generator().manual_seed(int(seed)))
-            inputs: tuple[Any, ...] = (latent,)
-            if self.conditional:
-                if "label" not in model_input.columns:
-                    raise ValueError("this model draws the digit you ask for: give a 'label' column (0-9)")
-                labels = torch.tensor(model_input["label"].to_numpy(), dtype=torch.long)
-                if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
-                    raise ValueError("label must lie in 0..9")
-                inputs = (latent, labels)
-            with torch.no_grad():
-                return self.sampler(*inputs).numpy()
-
-    return SeededSampler()
 
 
 def load_logged_sampler(model_uri: str) -> tuple[Any, bool]:
