@@ -58,7 +58,8 @@ def mlflow_runs(project: Path):
 def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     mirror, sha = tiny_mirror
     project = make_project(tmp_path / "project", tiny_params(sha, epochs=2))
-    env = stage_env(mirror)
+    # System metrics sampled every 0.2 s (genlab's default is 5 s), so runs of a second hold some.
+    env = {**stage_env(mirror), "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.2"}
     dvc = bin_path("dvc")
     run([dvc, "repro"], project, env)
 
@@ -113,6 +114,10 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert r["tags.git.commit"] == head and r["tags.git.dirty"] == "false"
         assert r["tags.data.sha256"] and r["tags.genlab.checkpoint_sha256"] == sha256(project / p.model(name))
         assert f"Trains {name}" in r["tags.mlflow.note.content"]
+        # Its params are its config (hashes are tags): what the image card's caption and the compare view list.
+        logged = client.get_run(r.run_id).data.params
+        assert logged and all(k == "seed" or k.startswith(f"{name}.") for k in logged), sorted(logged)
+        assert r["tags.genlab.classifier_sha256"] and r["tags.genlab.data_sha256"] == r["tags.data.sha256"]
         assert [
             m.step
             for m in client.get_metric_history(r.run_id, "train/loss")
@@ -122,6 +127,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert [m.step for m in client.get_metric_history(r.run_id, "train/classes_present")] == [1, 2]
         assert not any(k.startswith("metrics.eval/") and r[k] == r[k] for k in runs.columns)
         assert {"history", "images"} <= {a.path for a in client.list_artifacts(r.run_id)}
+        assert client.get_metric_history(r.run_id, "system/cpu_utilization_percentage")  # the machine's load
         (dataset,) = client.get_run(r.run_id).inputs.dataset_inputs
         assert (dataset.dataset.name, dataset.dataset.digest) == (params.data.dataset, r["tags.data.sha256"][:16])
     for stage in ("render", "evaluate"):

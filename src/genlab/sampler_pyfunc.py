@@ -3,11 +3,14 @@ path, MLflow copies it into the model and runs it to load the model. genlab itse
 torch, numpy, pandas and mlflow, not genlab: the network is a torch.export program stored beside it.
 
 Input: a table, one image per row: `seed` (optional, default 0: the row's noise) and, for a conditional model,
-`label` (the digit, 0-9). Output: images [N, 1, 28, 28], float32 in [0, 1]. model_config: latent_dim, conditional.
+`label` (the digit, 0-9). Output: images [N, 1, 28, 28], float32 in [0, 1]. Artifacts: sampler (the program)
+and config (latent_dim, conditional).
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -18,8 +21,8 @@ import torch
 
 class SeededSampler(mlflow.pyfunc.PythonModel):  # type: ignore[name-defined]
     def load_context(self, context: Any) -> None:
-        self.latent_dim = int(context.model_config["latent_dim"])
-        self.conditional = bool(context.model_config["conditional"])
+        config = json.loads(Path(context.artifacts["config"]).read_text())
+        self.latent_dim, self.conditional = int(config["latent_dim"]), bool(config["conditional"])
         self.sampler = torch.export.load(context.artifacts["sampler"]).module()
 
     def predict(self, context: Any, model_input: Any, params: Any = None) -> np.ndarray:

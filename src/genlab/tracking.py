@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import socket
 import subprocess
@@ -179,6 +181,10 @@ class Tracker:
     def __init__(self, tracking_uri: str | None = None, experiment: str = EXPERIMENT_DEFAULT, root: Path | None = None):
         import mlflow
 
+        # Four INFO lines per run from the system-metrics monitor (started, no GPU, stopping, stopped) and one from
+        # the input-example check: routine, and in every stage's output. Warnings and errors still show.
+        for noisy in ("mlflow.system_metrics", "mlflow.pyfunc"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
         self._mlflow = mlflow
         self.root = (root or repo_root()).resolve()
         self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
@@ -346,14 +352,15 @@ class Tracker:
             inputs=Schema(columns), outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 1, 28, 28))])
         )
         with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "sampler.pt2"
+            path, config = Path(tmp) / "sampler.pt2", Path(tmp) / "sampler.json"
             torch.export.save(program, path)
+            # An artifact, not MLflow's model_config, which log_model also logs as the run's params.
+            config.write_text(json.dumps({"latent_dim": int(latent.shape[1]), "conditional": conditional}))
             return mlflow.pyfunc.log_model(
                 name=name,
                 # Models from code: MLflow copies this file into the model, nothing is pickled.
                 python_model=str(Path(__file__).with_name("sampler_pyfunc.py")),
-                model_config={"latent_dim": int(latent.shape[1]), "conditional": conditional},
-                artifacts={"sampler": str(path)},
+                artifacts={"sampler": str(path), "config": str(config)},
                 signature=signature,
                 input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"pandas=={pd.__version__}"],
