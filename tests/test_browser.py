@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genlab.__main__ import experiment_page
 from genlab.tracking import Tracker, mlflow_server
@@ -89,3 +90,21 @@ def test_the_run_list_tells_runs_apart_and_a_run_opens_on_its_final_images(tmp_p
         assert grid.evaluate("img => img.getBoundingClientRect().right <= window.innerWidth")  # not clipped
         if shots:
             page.screenshot(path=shots / "dvc_plots.png")
+
+        # `genlab plots HEAD`: a diff of the committed run and a re-render at another scale. Each revision's
+        # figures are on the page, none past its right edge (DVC's own page put the second revision off-screen).
+        git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+        run(["git", "add", "-A"], project, env)
+        run([*git, "commit", "-qm", "a run"], project, env)
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["render"]["scale"] = 3
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run([bin_path("dvc"), "repro"], project, env)
+        run([bin_path("genlab"), "plots", "HEAD"], project, env)
+        page.goto((project / "build" / "plots" / "index.html").as_uri())
+        page.locator(".vega-embed svg, .vega-embed canvas").first.wait_for(timeout=30_000)
+        grids = page.locator("img[src*='epoch_002']")
+        assert grids.count() >= 4  # two models, two revisions
+        edges = grids.evaluate_all("imgs => imgs.map(i => i.getBoundingClientRect().right)")
+        assert max(edges) <= page.evaluate("window.innerWidth"), edges
+        assert blocked == []

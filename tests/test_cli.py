@@ -88,3 +88,39 @@ def test_the_package_installs_the_genlab_command():
         [str(sys.executable).rsplit("/", 1)[0] + "/genlab", "generate", "--help"], capture_output=True, text=True
     )
     assert out.returncode == 0 and "--digit" in out.stdout
+
+
+@pytest.mark.slow
+def test_genlab_ui_serves_the_repositorys_runs_on_loopback_and_names_the_training_view(tmp_path):
+    """`genlab ui`: the real mlflow server against the store GENLAB_TRACKING_URI names, its page printed first."""
+    import os
+    import urllib.request
+    from pathlib import Path
+
+    from genlab.tracking import Tracker
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    Tracker(uri, "genlab", root=tmp_path)  # the store and its experiment
+    env = {**os.environ, "GENLAB_TRACKING_URI": uri, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    command = [str(Path(sys.executable).parent / "genlab"), "ui", "--port", "0", "--no-open"]
+    proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # printed once the server answers /health
+        assert line.startswith("genlab ui: http://127.0.0.1:") and "?workflowType=machine_learning" in line, line
+        url = line.split()[2].split("/#/")[0]
+        with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_compare_and_promote_refuse_what_they_cannot_read_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENLAB_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # an empty store: no runs at all
+    result = CliRunner().invoke(main, ["compare", "no-such-experiment"])
+    assert result.exit_code != 0 and "Error: 'no-such-experiment' names no evaluated run" in result.output
+    result = CliRunner().invoke(main, ["compare"])
+    assert result.exit_code != 0 and "Error: no evaluated runs yet" in result.output
+    result = CliRunner().invoke(main, ["promote", "gan", "1"])
+    assert result.exit_code != 0 and "Error: no versions of genlab-gan" in result.output

@@ -406,3 +406,15 @@ def test_a_queued_grid_sweep_keeps_every_experiments_numbers_on_its_own_runs(tmp
     # No run holds evaluation metrics but the evaluate runs; training runs hold no eval/ values at all.
     eval_columns = [c for c in runs.columns if c.startswith("metrics.eval/")]
     assert runs[runs["tags.genlab.stage"] != "evaluate"][eval_columns].isna().all().all()
+
+    # `genlab exp`: a row per experiment and model, the columns people compare, the params that differ.
+    table = run([bin_path("genlab"), "exp"], project, env).stdout
+    assert max(len(line) for line in table.splitlines()) <= 120, table
+    for name, data in exps.items():
+        gan_lr = data["params"]["params.yaml"]["data"]["gan"]["lr"]
+        assert re.search(rf"{name}\s+gan\s.*lr={gan_lr}", table), (name, table)
+    assert "knn_precision" in table and "fid" in table
+    # `genlab compare <experiment>`: that experiment's evaluations, whichever experiment ran them.
+    name = next(e for e in exps if {(e, "gan"), (e, "vae")} <= set(pairs))  # one that ran both evaluations
+    report = run([bin_path("genlab"), "compare", name], project, env).stdout
+    assert report.count(f" · {name} · ") >= 2 and "(2 runs)" in report, report

@@ -193,8 +193,8 @@ def exp(dvc_args: tuple[str, ...]) -> None:
     table = experiments_table(json.loads(done.stdout))
     if table.empty:
         raise click.ClickException("no evaluated experiments: run the pipeline first (make run, or dvc exp run)")
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
-        click.echo(table.to_string(index=False))
+    with pd.option_context("display.max_colwidth", 60, "display.float_format", "{:.4g}".format):
+        click.echo(table.to_string(index=False, line_width=120))  # wider tables continue in a block below
 
 
 @main.command()

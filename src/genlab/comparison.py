@@ -22,8 +22,8 @@ class SelectionError(ValueError):
 
 
 def _stage_runs(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
-    if frame.empty or STAGE not in frame.columns:
-        return frame.iloc[:0]
+    if frame.empty or STAGE not in frame.columns:  # no runs yet, or none of this genlab's
+        return pd.DataFrame(columns=["run_id", "status", STAGE, EXPERIMENT, CHECKPOINT, "tags.git.commit"])
     return frame[(frame[STAGE] == stage) & (frame["status"] == "FINISHED")]
 
 
@@ -59,7 +59,7 @@ def select(
 def _match(
     frame: pd.DataFrame, evaluated: pd.DataFrame, selector: str, resolve_revision: Callable[[str], str | None]
 ) -> pd.DataFrame:
-    if len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower()):
+    if len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower()) and len(frame):
         ids = frame[frame["run_id"].str.startswith(selector.lower())]
         if len(ids) > 1:
             raise SelectionError(f"{selector!r} is the start of {len(ids)} run ids; give more digits")
