@@ -42,7 +42,7 @@ def main(name: str, params_path: str = "params.yaml") -> None:
 
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     description = f"Renders {name}'s samples of epochs {list(cfg.epochs)} as grids and one progression figure."
-    with tracker.stage_run("render", paths.model(name), description):
+    with tracker.stage_run("render", paths.model(name), description, paths.git_tracked_outputs()):
         tracker.log_params(flatten({"render": cfg.model_dump()}))
         for f in files:
             tracker.log_artifact(f, artifact_path="figures")

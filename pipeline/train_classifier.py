@@ -27,7 +27,10 @@ def main(params_path: str = "params.yaml") -> None:
 
     model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
-    with tracker.run(run_name="classifier", tags={TAG_MODEL: "classifier", **git_tags(), **dvc_tags()}):
+    with tracker.run(
+        run_name="classifier",
+        tags={TAG_MODEL: "classifier", **git_tags(outputs=paths.git_tracked_outputs()), **dvc_tags()},
+    ):
         tracker.log_params(flatten(config))
 
         def on_epoch(epoch: int, loss: float) -> None:

@@ -43,6 +43,11 @@ def test_selectors_name_experiments_run_ids_and_revisions_in_the_order_given():
     revisions = {"HEAD": COMMIT}
     chosen = select(frame(), ["lucid-owl", "e1b000", "HEAD"], revisions.get)
     assert ids(chosen) == ["e20", "e1b", "e30"]
+    # An older evaluation, hidden from the default list, is still there by its id.
+    assert ids(select(frame(), ["e1a000"])) == ["e1a"]
+    # A revision means the plain dvc repro at that commit, not its uncommitted (+dirty) runs.
+    dirty = pd.concat([pd.DataFrame([run("ed" + "0" * 30, "evaluate", "c0ffee0+dirty", "k4")]), frame()])
+    assert ids(select(dirty, ["HEAD"], revisions.get)) == ["e30"]
     # A training run's id means the evaluations of its checkpoint, in every experiment.
     assert ids(select(frame(), ["abcdef"])) == ["e20", "e1b"]
     assert ids(select(frame(), [])) == ["e30", "e20", "e1b"]
@@ -100,3 +105,18 @@ def test_the_experiments_table_has_a_row_per_experiment_and_model_with_what_diff
     assert list(table.columns) == ["experiment", "model", "fid", "knn_precision", "params"]  # no empty columns
     assert list(table["params"]) == ["lr=0.0002", "lr=0.0002", "lr=0.0001"]  # epochs is the same everywhere
     assert table.loc[2, "fid"] == 25.0
+
+
+def test_a_store_without_genlab_runs_selects_nothing_rather_than_failing():
+    bare = pd.DataFrame([{"run_id": "f" * 32, "status": "RUNNING", "tags.genlab.stage": "train"}])
+    assert select(bare, []).empty and evaluated_runs(pd.DataFrame()).empty
+    with pytest.raises(SelectionError):
+        select(bare, ["brisk-lamb"])
+
+
+def test_training_runs_name_checkpoints_before_they_are_evaluated():
+    from genlab.comparison import trained_checkpoints
+
+    assert trained_checkpoints(frame(), "brisk-lamb") == {"k1"}
+    assert trained_checkpoints(frame(), "abcdef") == {"k1"}
+    assert trained_checkpoints(frame(), "nothing") == set()

@@ -105,6 +105,21 @@ def test_mirrors_are_tried_in_order_then_the_local_mirror(tiny_mirror, tmp_path)
     assert sum("unreachable" in line for line in said) == 1
 
 
+def test_a_mirror_that_answers_with_an_http_error_is_asked_again_for_the_next_file(tiny_mirror, tmp_path):
+    import urllib.error
+
+    mirror, sha = tiny_mirror
+    calls: list[str] = []
+
+    def fetcher(url: str, timeout: float) -> bytes:
+        calls.append(url)
+        raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)  # type: ignore[arg-type]
+
+    spec = DatasetSpec("custom", ("http://only/",), sha)
+    prepare(spec, tmp_path / "out", local_mirror=mirror, offline=False, fetcher=fetcher, log=quiet)
+    assert len(calls) == 4  # one 404 says nothing about the other files
+
+
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass

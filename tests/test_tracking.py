@@ -145,3 +145,44 @@ def test_mlflow_server_that_cannot_start_raises_with_its_output():
     with pytest.raises(RuntimeError, match=r"did not start:(.|\n)*bogus"):
         with mlflow_server("bogus://nowhere", timeout=60):
             pass
+
+
+def test_find_run_prefers_a_finished_run_of_the_same_experiment(tracker):
+    from genlab.tracking import TAG_EXPERIMENT
+
+    def train(experiment: str, fail: bool = False) -> str:
+        tags = {TAG_MODEL: "gan", TAG_STAGE: "train", TAG_EXPERIMENT: experiment, TAG_CHECKPOINT: "same"}
+        try:
+            with tracker.run(tags=tags) as run_id:
+                if fail:
+                    raise RuntimeError("killed")
+        except RuntimeError:
+            pass  # the run is marked FAILED, as a crashed stage's is
+        return run_id
+
+    mine, theirs = train("brisk-lamb"), train("lucid-owl")
+    train("lucid-owl", fail=True)  # the newest, but failed
+    assert tracker.find_run("gan", "same", experiment="brisk-lamb") == mine
+    assert tracker.find_run("gan", "same", experiment="another") == theirs  # the newest finished one
+    assert tracker.find_run("gan", "same") == theirs
+
+
+def test_what_the_pipeline_writes_does_not_make_the_working_copy_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from genlab.tracking import experiment_label, git_tags
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "gan_train.json").write_text("{}")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], cwd=tmp_path, check=True)
+    (tmp_path / "metrics" / "gan_train.json").write_text('{"epoch": 1}')  # a stage ran
+    assert git_tags(tmp_path, outputs=("metrics", "dvc.lock"))["git.dirty"] == "false"
+    assert "+dirty" not in experiment_label(tmp_path, outputs=("metrics",))
+    assert git_tags(tmp_path)["git.dirty"] == "true"
+    (tmp_path / "params.yaml").write_text("seed: 1\n")  # a user's edit
+    assert experiment_label(tmp_path, outputs=("metrics",)).endswith("+dirty")

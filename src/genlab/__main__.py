@@ -116,8 +116,11 @@ def load_sampler(name: str | None, model_uri: str | None, params_path: Path) -> 
     model, _ = registry.load_model(path)
 
     def sample(n: int, labels, seed: int):
+        # Row i's noise from seed + i, as the logged MLflow sampler draws it (genlab/sampler_pyfunc.py): the same
+        # seed gives the same images from the checkpoint and from its MLflow model.
+        latent = torch.cat([model.sample_latent(1, torch.Generator().manual_seed(seed + i)) for i in range(n)])
         with torch.no_grad():
-            return model.sample(n, torch.Generator().manual_seed(seed), labels)
+            return model.generate(latent, labels)
 
     return sample, model.conditional, f"{name} ({path})"
 
@@ -132,6 +135,9 @@ def load_sampler(name: str | None, model_uri: str | None, params_path: Path) -> 
 def compare(selectors: tuple[str, ...], limit: int, out: Path, list_only: bool) -> None:
     """A report of evaluated runs side by side. SELECTORS: DVC experiment names, git revisions, run ids (6+
     digits). None: the newest evaluations."""
+    import shutil
+    import tempfile
+
     from genlab.comparison import SelectionError, evaluated_runs, render_run_of, select
     from genlab.config import Runtime
     from genlab.io import atomic_write_text
@@ -161,9 +167,10 @@ def compare(selectors: tuple[str, ...], limit: int, out: Path, list_only: bool) 
         epochs = [p for p in tracker.artifact_paths(render, "figures") if "epoch_" in p] if render else []
         if epochs:  # the last rendered epoch's grid
             short = evaluation["run_id"][:8]
-            path = tracker.download_artifact(render, epochs[-1], images / short)  # type: ignore[arg-type]
-            grids[evaluation["run_id"]] = path.rename(images / f"{short}_{path.name}")
-            path.parent.rmdir()
+            with tempfile.TemporaryDirectory() as tmp:
+                path = tracker.download_artifact(render, epochs[-1], tmp)  # type: ignore[arg-type]
+                images.mkdir(parents=True, exist_ok=True)
+                grids[evaluation["run_id"]] = Path(shutil.move(path, images / f"{short}_{path.name}"))
     report = build_report(runs, grids, image_dir="images")
     atomic_write_text(out / "report.md", report.markdown + "\n")
     atomic_write_text(out / "report.html", report.html)
@@ -189,7 +196,8 @@ def exp(dvc_args: tuple[str, ...]) -> None:
     dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
     done = subprocess.run([dvc, "exp", "show", "--json", *dvc_args], capture_output=True, text=True)
     if done.returncode != 0:
-        raise click.ClickException(f"dvc exp show failed: {done.stderr.strip()[-500:]}")
+        last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
+        raise click.ClickException(f"dvc exp show failed: {last[0].strip()}")
     table = experiments_table(json.loads(done.stdout))
     if table.empty:
         raise click.ClickException("no evaluated experiments: run the pipeline first (make run, or dvc exp run)")
@@ -204,7 +212,9 @@ def exp(dvc_args: tuple[str, ...]) -> None:
 def promote(name: str, which: str, alias: str) -> None:
     """Point models:/genlab-NAME@ALIAS at one version of NAME's sampler. WHICH: a version number, or what
     `genlab compare` takes (a DVC experiment name, a git revision, a run id) naming one trained NAME."""
-    from genlab.comparison import CHECKPOINT, SelectionError, select
+    import pandas as pd
+
+    from genlab.comparison import CHECKPOINT, SelectionError, select, trained_checkpoints
     from genlab.config import Runtime
     from genlab.tracking import TAG_CHECKPOINT, Tracker
 
@@ -220,11 +230,17 @@ def promote(name: str, which: str, alias: str) -> None:
             raise click.BadParameter(f"{registered} has versions {sorted(v for v, _ in versions)}", param_hint="WHICH")
     else:
         frame = tracker.runs_frame()
-        try:
+        frame = frame[frame.get("tags.genlab.model", pd.Series(index=frame.index, dtype=str)) == name]
+        try:  # what it names among the evaluations (as compare reads it), else among the training runs
             chosen = select(frame, [which], _git_commit)
-        except SelectionError as e:
-            raise click.ClickException(str(e)) from None
-        checkpoints = set(chosen[chosen["tags.genlab.model"] == name][CHECKPOINT])
+            checkpoints = set(chosen[CHECKPOINT])
+        except SelectionError:
+            checkpoints = trained_checkpoints(frame, which, _git_commit)
+        if not checkpoints:
+            raise click.ClickException(
+                f"{which!r} names no trained {name}: give a version number, a DVC experiment name, a git revision"
+                " or a run id (genlab compare --list)"
+            )
         if len(checkpoints) != 1:
             raise click.ClickException(f"{which!r} names {len(checkpoints)} trained {name} models; name one")
         trained = frame.set_index("run_id")[f"tags.{TAG_CHECKPOINT}"]
@@ -298,10 +314,14 @@ def plots(revisions: tuple[str, ...], out: Path) -> None:
         raise click.ClickException(
             "the offline plots page inlines vega from npm: install Node.js and npm (apt-get install nodejs npm)"
         )
-    if not (tools / "node_modules").exists():  # the versions tools/dvc-plots/package-lock.json pins
-        subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=tools, check=True)
+    out = out.resolve()  # dvc runs in the repository root
     template = root / "build" / "dvc-plots" / "template.html"
-    subprocess.run([node, str(tools / "build.mjs"), str(template)], check=True, stdout=subprocess.DEVNULL)
+    try:
+        if not (tools / "node_modules").exists():  # the versions tools/dvc-plots/package-lock.json pins
+            subprocess.run([npm, "ci", "--silent", "--no-audit", "--no-fund"], cwd=tools, check=True)
+        subprocess.run([node, str(tools / "build.mjs"), str(template)], check=True, stdout=subprocess.DEVNULL)
+    except subprocess.CalledProcessError as e:
+        raise click.ClickException(f"building the offline plots page failed: `{' '.join(e.cmd)}` (above)") from None
     beside = Path(sys.executable).parent / "dvc"  # the environment's own dvc, also when it is not activated
     dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
     command = [dvc, "plots", "diff" if revisions else "show", "--html-template", str(template), "-o", str(out)]

@@ -21,9 +21,12 @@ class SelectionError(ValueError):
     """A selector that names no run, or more than one where one was meant. The message says which and why."""
 
 
+COLUMNS = ["run_id", "status", STAGE, EXPERIMENT, CHECKPOINT, "tags.git.commit"]
+
+
 def _stage_runs(frame: pd.DataFrame, stage: str) -> pd.DataFrame:
-    if frame.empty or STAGE not in frame.columns:  # no runs yet, or none of this genlab's
-        return pd.DataFrame(columns=["run_id", "status", STAGE, EXPERIMENT, CHECKPOINT, "tags.git.commit"])
+    # A store with no genlab runs yet, or whose runs lack a tag (a first training still running), lacks columns.
+    frame = frame.reindex(columns=[*frame.columns, *(c for c in COLUMNS if c not in frame.columns)])
     return frame[(frame[STAGE] == stage) & (frame["status"] == "FINISHED")]
 
 
@@ -65,19 +68,37 @@ def _match(
             raise SelectionError(f"{selector!r} is the start of {len(ids)} run ids; give more digits")
         if len(ids) == 1:
             run = ids.iloc[0]
-            if run.get(STAGE) == "evaluate":
-                return evaluated[evaluated["run_id"] == run["run_id"]]
+            if run.get(STAGE) == "evaluate":  # also an older evaluation that evaluated_runs hides
+                evaluations = _stage_runs(frame, "evaluate")
+                return evaluations[evaluations["run_id"] == run["run_id"]]
             # A training (or render) run: the evaluations of its checkpoint.
             return evaluated[evaluated[CHECKPOINT] == run.get(CHECKPOINT)]
     by_name = evaluated[evaluated[EXPERIMENT] == selector]
     if not by_name.empty:
         return by_name
     commit = resolve_revision(selector)
-    if commit is None or "tags.git.commit" not in evaluated.columns:
+    if commit is None:
         return evaluated.iloc[:0]
-    at_commit = evaluated[evaluated["tags.git.commit"] == commit]
-    # Runs of `dvc exp run` share their baseline's commit; a revision means the pipeline run at that commit itself.
-    return at_commit[at_commit[EXPERIMENT].str.startswith(commit[:7])]
+    # Runs of `dvc exp run` share their baseline's commit, and uncommitted edits are labelled <commit>+dirty: a
+    # revision means the pipeline run at that commit itself.
+    return evaluated[evaluated[EXPERIMENT] == commit[:7]]
+
+
+def trained_checkpoints(
+    frame: pd.DataFrame, selector: str, resolve_revision: Callable[[str], str | None] = lambda _: None
+) -> set[str]:
+    """The checkpoint hashes of the training runs a selector names (a run id prefix, a DVC experiment name, a git
+    revision), whether or not they were evaluated yet."""
+    trained = _stage_runs(frame, "train")
+    if len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower()):
+        by_id = trained[trained["run_id"].str.startswith(selector.lower())]
+        if len(by_id):
+            return set(by_id[CHECKPOINT])
+    by_name = trained[trained[EXPERIMENT] == selector]
+    if len(by_name):
+        return set(by_name[CHECKPOINT])
+    commit = resolve_revision(selector)
+    return set(trained[trained[EXPERIMENT] == commit[:7]][CHECKPOINT]) if commit else set()
 
 
 def render_run_of(frame: pd.DataFrame, evaluation: pd.Series) -> str | None:

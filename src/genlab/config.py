@@ -51,6 +51,11 @@ class PathsConfig(Section):
     # Resumable training state. Not a DVC out: `dvc repro` deletes outs before a stage runs.
     state: str = ".genlab/state"
 
+    def git_tracked_outputs(self) -> tuple[str, ...]:
+        """What stages write into files git tracks: the metrics (cache: false) and dvc.lock. A run that changed
+        only these has not made the working copy dirty (genlab.tracking.git_tags)."""
+        return (self.metrics_dir, self.classifier_summary, "dvc.lock")
+
     def model(self, name: str) -> Path:
         return Path(self.model_dir) / f"{name}.pt"
 

@@ -158,7 +158,8 @@ def fetch_file(
         except (urllib.error.URLError, OSError, TimeoutError, DataError) as e:
             problems.append(f"  - {origin}: {e}")
             mirror = next((b for b in spec.mirrors if origin.startswith(b)), None)
-            if mirror is not None and not isinstance(e, DataError):  # not reachable, rather than a bad copy
+            # Not reachable, rather than a bad copy or an HTTP error for this one file (a server that answered).
+            if mirror is not None and not isinstance(e, DataError | urllib.error.HTTPError):
                 unreachable.add(mirror)
                 log(f"download: {mirror} unreachable ({e}); not asking it for the other files")
             else:

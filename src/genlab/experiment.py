@@ -86,14 +86,15 @@ def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: Paths
     run_file = outputs.state_dir / f"{name}-{key}.run.json"
     resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
 
-    experiment = experiment_label()
+    written = paths.git_tracked_outputs()  # not what makes the working copy dirty
+    experiment = experiment_label(outputs=written)
     variant = getattr(trainer.cfg, "variant", None)
     all_tags = {
         TAG_MODEL: name,
         TAG_KIND: trainer.kind,
         TAG_STAGE: "train",
         TAG_EXPERIMENT: experiment,
-        **git_tags(),
+        **git_tags(outputs=written),
         **dvc_tags(),
         **tags,
     }

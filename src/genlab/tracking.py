@@ -1,4 +1,5 @@
-"""MLflow tracking. The only module in genlab that imports mlflow.
+"""MLflow tracking. The only module of genlab that imports mlflow (sampler_pyfunc.py, which MLflow loads as a
+logged model's code, is never imported by genlab).
 
 Layout: SQLite backend `<repo root>/mlflow.db`, artifacts under `<repo root>/mlruns/`, both absolute, so
 `mlflow ui` in the repo root shows every run, also those of `dvc exp run --temp/--queue`, which run stages
@@ -26,7 +27,7 @@ import tempfile
 import time
 import urllib.request
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -133,15 +134,18 @@ def _sqlite_init_lock(tracking_uri: str) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def git_tags(cwd: Path | None = None) -> dict[str, str]:
-    """git.commit and git.dirty of the working copy the stage runs in (the temporary copy under dvc exp)."""
+def git_tags(cwd: Path | None = None, outputs: Sequence[str] = ()) -> dict[str, str]:
+    """git.commit and git.dirty of the working copy the stage runs in (the temporary copy under dvc exp). Changes to
+    `outputs` (files the pipeline itself writes, PathsConfig.git_tracked_outputs) do not count as dirty: otherwise
+    the first stage of a `dvc repro` would make every later run of it look uncommitted."""
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True, check=True, cwd=cwd).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        excluded = [f":(exclude){p}" for p in outputs]
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded))
     except (OSError, subprocess.CalledProcessError):
         return {"git.commit": "unknown", "git.dirty": "unknown"}
     return {"git.commit": commit, "git.dirty": str(dirty).lower()}
@@ -159,12 +163,12 @@ def dvc_tags() -> dict[str, str]:
     return tags
 
 
-def experiment_label(cwd: Path | None = None) -> str:
+def experiment_label(cwd: Path | None = None, outputs: Sequence[str] = ()) -> str:
     """What a run belongs to: the DVC experiment's name under `dvc exp run`, else the short commit ('+dirty' with
-    uncommitted edits of tracked files)."""
+    uncommitted edits of tracked files other than `outputs`, see git_tags)."""
     if os.environ.get("DVC_EXP_NAME"):
         return os.environ["DVC_EXP_NAME"]
-    git = git_tags(cwd)
+    git = git_tags(cwd, outputs)
     if git["git.commit"] == "unknown":
         return "no-git"
     return git["git.commit"][:7] + ("+dirty" if git["git.dirty"] == "true" else "")
@@ -233,7 +237,9 @@ class Tracker:
             yield r.info.run_id
 
     @contextmanager
-    def stage_run(self, stage: str, checkpoint_path: str | os.PathLike[str], description: str) -> Iterator[str]:
+    def stage_run(
+        self, stage: str, checkpoint_path: str | os.PathLike[str], description: str, outputs: Sequence[str] = ()
+    ) -> Iterator[str]:
         """A run of a stage that reads a trained checkpoint (render, evaluate): its own run, a child of the run
         that trained the checkpoint, named and tagged for the DVC experiment it runs in. Yields its id."""
         import torch
@@ -243,8 +249,8 @@ class Tracker:
         name = checkpoint.get("name", checkpoint["kind"])
         variant = checkpoint["config"][name].get("variant")
         sha = file_sha256(Path(checkpoint_path))
-        experiment = experiment_label()
-        trained_by = self.find_run(name, sha)
+        experiment = experiment_label(outputs=outputs)
+        trained_by = self.find_run(name, sha, experiment=experiment)
         origin = (
             f"Its checkpoint was trained by run {trained_by}."
             if trained_by
@@ -257,7 +263,7 @@ class Tracker:
             TAG_EXPERIMENT: experiment,
             TAG_CHECKPOINT: sha,
             **({TAG_TRAIN_RUN: trained_by} if trained_by else {}),
-            **git_tags(),
+            **git_tags(outputs=outputs),
             **dvc_tags(),
         }
         with self.run(
@@ -368,18 +374,23 @@ class Tracker:
                 registered_model_name=registered_name,
             )
 
-    def find_run(self, model: str, checkpoint_sha256: str, stage: str = "train") -> str | None:
-        """The newest run of `stage` with this checkpoint hash, or None. Byte-identical checkpoints of several
-        experiments share one hash: any of their training runs made those exact weights."""
+    def find_run(
+        self, model: str, checkpoint_sha256: str, stage: str = "train", experiment: str | None = None
+    ) -> str | None:
+        """The run of `stage` that made this checkpoint, or None. Byte-identical checkpoints of several experiments
+        share one hash, and a killed run may have set it too: prefer a finished run of `experiment`, then any
+        finished run, then the newest of any status."""
         runs = self._mlflow.search_runs(
             experiment_ids=[self.experiment.experiment_id],
             filter_string=f"tags.`{TAG_MODEL}` = '{model}' and tags.`{TAG_CHECKPOINT}` = '{checkpoint_sha256}'"
             f" and tags.`{TAG_STAGE}` = '{stage}'",
             order_by=["attributes.start_time DESC"],
-            max_results=1,
             output_format="list",
         )
-        return runs[0].info.run_id if runs else None
+        finished = [r for r in runs if r.info.status == "FINISHED"]
+        own = [r for r in finished if experiment is not None and r.data.tags.get(TAG_EXPERIMENT) == experiment]
+        best = own or finished or runs
+        return best[0].info.run_id if best else None
 
     def model_versions(self, registered_name: str) -> list[tuple[int, str]]:
         """(version, the run that logged it) of a registered model, newest first; [] if there is none."""
@@ -416,6 +427,11 @@ def load_logged_sampler(model_uri: str) -> tuple[Any, bool]:
     import torch
 
     pyfunc = mlflow.pyfunc.load_model(model_uri)
+    if (pyfunc.metadata.metadata or {}).get("output") is None:
+        raise ValueError(
+            "it was logged by an older genlab (a latent tensor in, flat images out); retrain it, or draw from the"
+            " workspace's checkpoint with --model"
+        )
     conditional = "label" in pyfunc.metadata.get_input_schema().input_names()
 
     def sample(n: int, labels: Any, seed: int) -> Any:
