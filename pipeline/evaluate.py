@@ -64,7 +64,9 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         f"Evaluates {name}: {cfg.num_samples} samples against {data.test_images.shape[0]} test images, in the"
         f" feature space of the classifier {feature_extractor['weights_sha256'][:12]}; floor/ is real data."
     )
-    with tracker.stage_run("evaluate", paths.model(name), description, paths.git_tracked_outputs()):
+    with tracker.stage_run(
+        "evaluate", paths.model(name), description, paths.git_tracked_outputs(), checkpoint=checkpoint
+    ):
         # The model's own config (what the checkpoint was trained with) beside the evaluation's: the run compares
         # on its own in the MLflow UI.
         tracker.log_config({**checkpoint["config"], "evaluate": cfg.model_dump()})

@@ -184,17 +184,13 @@ def exp(dvc_args: tuple[str, ...]) -> None:
     """The experiments side by side, one row per experiment and model: the headline evaluation metrics and the
     params that differ. Extra arguments go to `dvc exp show` (e.g. -A for every commit, -n 5)."""
     import json
-    import shutil
     import subprocess
-    import sys
 
     import pandas as pd
 
     from genlab.comparison import experiments_table
 
-    beside = Path(sys.executable).parent / "dvc"
-    dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
-    done = subprocess.run([dvc, "exp", "show", "--json", *dvc_args], capture_output=True, text=True)
+    done = subprocess.run([_dvc(), "exp", "show", "--json", *dvc_args], capture_output=True, text=True)
     if done.returncode != 0:
         last = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no message"]
         raise click.ClickException(f"dvc exp show failed: {last[0].strip()}")
@@ -286,6 +282,15 @@ def experiment_page(url: str, experiment_id: str) -> str:
     return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def _dvc() -> str:
+    """The environment's own dvc, also when the environment is not activated; else the one on PATH."""
+    import shutil
+    import sys
+
+    beside = Path(sys.executable).parent / "dvc"
+    return str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
+
+
 def _git_commit(rev: str) -> str | None:
     import subprocess
 
@@ -303,7 +308,6 @@ def plots(revisions: tuple[str, ...], out: Path) -> None:
     (DVC experiment names, git revisions) `dvc plots diff REVISIONS`."""
     import shutil
     import subprocess
-    import sys
 
     from genlab.tracking import repo_root
 
@@ -322,9 +326,7 @@ def plots(revisions: tuple[str, ...], out: Path) -> None:
         subprocess.run([node, str(tools / "build.mjs"), str(template)], check=True, stdout=subprocess.DEVNULL)
     except subprocess.CalledProcessError as e:
         raise click.ClickException(f"building the offline plots page failed: `{' '.join(e.cmd)}` (above)") from None
-    beside = Path(sys.executable).parent / "dvc"  # the environment's own dvc, also when it is not activated
-    dvc = str(beside) if beside.exists() else shutil.which("dvc") or "dvc"
-    command = [dvc, "plots", "diff" if revisions else "show", "--html-template", str(template), "-o", str(out)]
+    command = [_dvc(), "plots", "diff" if revisions else "show", "--html-template", str(template), "-o", str(out)]
     done = subprocess.run([*command, *revisions], cwd=root)
     if done.returncode != 0:
         raise click.ClickException(f"`{' '.join(command[1:3])}` failed (its message is above)")

@@ -11,10 +11,14 @@ from collections.abc import Callable, Sequence
 
 import pandas as pd
 
-from genlab.tracking import TAG_CHECKPOINT, TAG_EXPERIMENT, TAG_STAGE
+from genlab.tracking import TAG_CHECKPOINT, TAG_EXPERIMENT, TAG_STAGE, commit_label
 
 STAGE, EXPERIMENT, CHECKPOINT = f"tags.{TAG_STAGE}", f"tags.{TAG_EXPERIMENT}", f"tags.{TAG_CHECKPOINT}"
 MIN_ID_PREFIX = 6  # a shorter prefix of a 32-digit run id would too often match several runs
+
+
+def _is_run_id_prefix(selector: str) -> bool:
+    return len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower())
 
 
 class SelectionError(ValueError):
@@ -62,7 +66,7 @@ def select(
 def _match(
     frame: pd.DataFrame, evaluated: pd.DataFrame, selector: str, resolve_revision: Callable[[str], str | None]
 ) -> pd.DataFrame:
-    if len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower()) and len(frame):
+    if _is_run_id_prefix(selector) and len(frame):
         ids = frame[frame["run_id"].str.startswith(selector.lower())]
         if len(ids) > 1:
             raise SelectionError(f"{selector!r} is the start of {len(ids)} run ids; give more digits")
@@ -81,7 +85,7 @@ def _match(
         return evaluated.iloc[:0]
     # Runs of `dvc exp run` share their baseline's commit, and uncommitted edits are labelled <commit>+dirty: a
     # revision means the pipeline run at that commit itself.
-    return evaluated[evaluated[EXPERIMENT] == commit[:7]]
+    return evaluated[evaluated[EXPERIMENT] == commit_label(commit)]
 
 
 def trained_checkpoints(
@@ -90,7 +94,7 @@ def trained_checkpoints(
     """The checkpoint hashes of the training runs a selector names (a run id prefix, a DVC experiment name, a git
     revision), whether or not they were evaluated yet."""
     trained = _stage_runs(frame, "train")
-    if len(selector) >= MIN_ID_PREFIX and all(c in "0123456789abcdef" for c in selector.lower()):
+    if _is_run_id_prefix(selector):
         by_id = trained[trained["run_id"].str.startswith(selector.lower())]
         if len(by_id):
             return set(by_id[CHECKPOINT])
@@ -98,7 +102,7 @@ def trained_checkpoints(
     if len(by_name):
         return set(by_name[CHECKPOINT])
     commit = resolve_revision(selector)
-    return set(trained[trained[EXPERIMENT] == commit[:7]][CHECKPOINT]) if commit else set()
+    return set(trained[trained[EXPERIMENT] == commit_label(commit)][CHECKPOINT]) if commit else set()
 
 
 def render_run_of(frame: pd.DataFrame, evaluation: pd.Series) -> str | None:

@@ -86,15 +86,15 @@ def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: Paths
     run_file = outputs.state_dir / f"{name}-{key}.run.json"
     resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
 
-    written = paths.git_tracked_outputs()  # not what makes the working copy dirty
-    experiment = experiment_label(outputs=written)
+    git = git_tags(outputs=paths.git_tracked_outputs())  # what the pipeline writes does not make it dirty
+    experiment = experiment_label(git=git)
     variant = getattr(trainer.cfg, "variant", None)
     all_tags = {
         TAG_MODEL: name,
         TAG_KIND: trainer.kind,
         TAG_STAGE: "train",
         TAG_EXPERIMENT: experiment,
-        **git_tags(outputs=written),
+        **git,
         **dvc_tags(),
         **tags,
     }

@@ -163,15 +163,21 @@ def dvc_tags() -> dict[str, str]:
     return tags
 
 
-def experiment_label(cwd: Path | None = None, outputs: Sequence[str] = ()) -> str:
+def commit_label(commit: str) -> str:
+    """A commit as run names and the tag genlab.experiment spell it: its first 7 hex digits."""
+    return commit[:7]
+
+
+def experiment_label(cwd: Path | None = None, outputs: Sequence[str] = (), git: Mapping[str, str] | None = None) -> str:
     """What a run belongs to: the DVC experiment's name under `dvc exp run`, else the short commit ('+dirty' with
-    uncommitted edits of tracked files other than `outputs`, see git_tags)."""
+    uncommitted edits of tracked files other than `outputs`, see git_tags). `git`: git_tags' answer, when the
+    caller has it already (each call runs git twice)."""
     if os.environ.get("DVC_EXP_NAME"):
         return os.environ["DVC_EXP_NAME"]
-    git = git_tags(cwd, outputs)
+    git = git_tags(cwd, outputs) if git is None else git
     if git["git.commit"] == "unknown":
         return "no-git"
-    return git["git.commit"][:7] + ("+dirty" if git["git.dirty"] == "true" else "")
+    return commit_label(git["git.commit"]) + ("+dirty" if git["git.dirty"] == "true" else "")
 
 
 def run_title(model: str, variant: str | None, experiment: str, stage: str | None = None) -> str:
@@ -238,18 +244,26 @@ class Tracker:
 
     @contextmanager
     def stage_run(
-        self, stage: str, checkpoint_path: str | os.PathLike[str], description: str, outputs: Sequence[str] = ()
+        self,
+        stage: str,
+        checkpoint_path: str | os.PathLike[str],
+        description: str,
+        outputs: Sequence[str] = (),
+        checkpoint: Mapping[str, Any] | None = None,
     ) -> Iterator[str]:
         """A run of a stage that reads a trained checkpoint (render, evaluate): its own run, a child of the run
-        that trained the checkpoint, named and tagged for the DVC experiment it runs in. Yields its id."""
-        import torch
+        that trained the checkpoint, named and tagged for the DVC experiment it runs in. Yields its id.
+        `checkpoint`: the file's content, when the stage has loaded it already."""
+        if checkpoint is None:
+            import torch
 
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         # The checkpoint describes itself (genlab.checkpoints): its kind, its name in params.yaml, its config.
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         name = checkpoint.get("name", checkpoint["kind"])
         variant = checkpoint["config"][name].get("variant")
         sha = file_sha256(Path(checkpoint_path))
-        experiment = experiment_label(outputs=outputs)
+        git = git_tags(outputs=outputs)
+        experiment = experiment_label(git=git)
         trained_by = self.find_run(name, sha, experiment=experiment)
         origin = (
             f"Its checkpoint was trained by run {trained_by}."
@@ -263,7 +277,7 @@ class Tracker:
             TAG_EXPERIMENT: experiment,
             TAG_CHECKPOINT: sha,
             **({TAG_TRAIN_RUN: trained_by} if trained_by else {}),
-            **git_tags(outputs=outputs),
+            **git,
             **dvc_tags(),
         }
         with self.run(
@@ -330,8 +344,8 @@ class Tracker:
         table's integer columns of any width, where a tensor input must match its dtype exactly (float64 failed). So
         `mlflow models serve` answers {"dataframe_records": [{"label": 7}]} with a 7. The pyfunc is
         genlab/sampler_pyfunc.py and the network a torch.export program beside it: serving needs torch, pandas
-        and mlflow, not genlab. Its
-        requirements are given, not inferred: inference imports the model in a subprocess, ~9 s per call.
+        and mlflow, not genlab. Its requirements are given, not inferred: inference imports the model in a
+        subprocess, ~9 s per call.
         """
         import mlflow.pyfunc
         import pandas as pd
