@@ -113,6 +113,9 @@ def test_genlab_ui_serves_the_repositorys_runs_on_loopback_and_names_the_trainin
     finally:
         proc.terminate()
         proc.wait(30)
+    # Terminating genlab ui stops the server it started: nothing is left answering on its port.
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/health", timeout=5)
 
 
 def test_compare_and_promote_refuse_what_they_cannot_read_in_one_line(tmp_path, monkeypatch):

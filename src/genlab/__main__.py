@@ -254,12 +254,19 @@ def promote(name: str, which: str, alias: str) -> None:
 def ui(port: int, open_browser: bool) -> None:
     """The MLflow UI on 127.0.0.1 against this repository's runs, opened at the experiment's model-training view
     (MLflow 3.17 opens experiments in its GenAI view unless the URL asks otherwise). Ctrl-C stops it."""
+    import signal
     import time
     import webbrowser
 
     from genlab.config import Runtime
     from genlab.tracking import Tracker, mlflow_server
 
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    # SIGTERM (a service manager, a test's terminate()) stops it as Ctrl-C does. Python's default would exit at
+    # once, skipping mlflow_server's cleanup and leaving the server and its job workers running.
+    signal.signal(signal.SIGTERM, stop)
     runtime = Runtime()
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     try:
