@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genlab.config import ConfigError, Runtime, flatten, load_params, make_params
+from genlab.config import ConfigError, flatten, load_params, load_runtime, make_params
 from genlab.models.gan.config import GanConfig
 from genlab.models.vae.config import VaeConfig
 
@@ -28,8 +28,7 @@ def with_change(tmp_path: Path, section: str, key: str, value) -> Path:
 
 
 def test_repo_params_are_valid_and_match_the_defaults():
-    # params.yaml spells out every default, so a reader sees all knobs in one place; the conditional models set
-    # only what makes them conditional.
+    # params.yaml spells out every value (load_params requires it), so a reader sees all knobs in one place.
     p = load_params(REPO / "params.yaml")
     assert p.models == {"gan": "gan", "vae": "vae", "cgan": "gan", "cvae": "vae"}
     assert p.gan == GanConfig() and p.vae == VaeConfig()
@@ -40,9 +39,19 @@ def test_repo_params_are_valid_and_match_the_defaults():
         assert getattr(p, section) == getattr(defaults, section), section
 
 
+def only_model(name: str, kind_config, **values) -> dict:
+    """The repository's params with one model, `name`, whose section is kind_config's defaults updated by values."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for model in params.pop("models"):
+        del params[model]
+    section = kind_config(**values).model_dump(exclude_none=True)
+    return {"models": {name: kind_config.__name__[:3].lower()}, name: section, **params}
+
+
 def test_models_name_their_kind_and_get_a_section_each(tmp_path):
-    text = "models: {small: vae}\nsmall: {epochs: 3, conditional: true}\nrender: {epochs: [3]}\n"
-    p = load_params(write(tmp_path, text))
+    params = only_model("small", VaeConfig, epochs=3, conditional=True)
+    params["render"]["epochs"] = [3]
+    p = load_params(write(tmp_path, yaml.safe_dump(params)))
     assert p.models == {"small": "vae"} and p.model("small") == VaeConfig(epochs=3, conditional=True)
     with pytest.raises(ConfigError, match="unknown model kind 'dcgan'.*registered kinds: \\['gan', 'vae'\\]"):
         load_params(write(tmp_path, "models: {a: dcgan}\n"))
@@ -93,7 +102,7 @@ def test_bad_values_name_key_value_and_what_is_allowed(tmp_path, section, key, v
     with pytest.raises(ConfigError) as err:
         load_params(with_change(tmp_path, section, key, value))
     for fragment in expected:
-        assert fragment in err.value.message
+        assert fragment in str(err.value)
 
 
 def test_unknown_top_level_section(tmp_path):
@@ -128,12 +137,28 @@ def test_runtime_from_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("GENLAB_DEVICE", "cpu")
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setenv("GENLAB_DATA_MIRROR", "mirror")
-    rt = Runtime()
+    rt = load_runtime()
     assert rt.threads == 1
     assert rt.data_mirror == (tmp_path / "mirror").resolve()
-    monkeypatch.setenv("GENLAB_DEVICE", "tpu")
-    with pytest.raises(Exception, match="device"):
-        Runtime()
+    assert rt.checkpoint_every == 1  # a kill loses at most one epoch
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("GENLAB_THREADS", "-1", "GENLAB_THREADS = '-1': Input should be greater than or equal to 0"),
+        ("GENLAB_THREADS", "many", "GENLAB_THREADS = 'many': Input should be a valid integer"),
+        ("GENLAB_DEVICE", "tpu", "GENLAB_DEVICE = 'tpu': Input should be 'cpu' or 'cuda'"),
+        ("GENLAB_CHECKPOINT_EVERY", "0", "GENLAB_CHECKPOINT_EVERY = '0': Input should be greater than 0"),
+        ("GENLAB_OFFLINE", "maybe", "GENLAB_OFFLINE = 'maybe': Input should be a valid boolean"),
+        ("GENLAB_TRACKING_URI", "127.0.0.1:5000", "GENLAB_TRACKING_URI = '127.0.0.1:5000': not a tracking URI"),
+        ("GENLAB_EXPERIMENT", "", "GENLAB_EXPERIMENT = '': String should have at least 1 character"),
+    ],
+)
+def test_a_bad_environment_variable_is_named(variable, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_runtime({variable: value})
+    assert str(err.value) == f"environment: {expected}" or str(err.value).startswith(f"environment: {expected}")
 
 
 def test_flatten():
@@ -176,3 +201,51 @@ def test_stage_stops_on_bad_params_before_writing(tmp_path, command):
     assert "gan.epochs = -3" in result.stderr
     assert "Traceback" not in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+def test_a_missing_key_or_section_is_an_error_that_names_it_and_its_default(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["gan"]["epochs"]
+    with pytest.raises(ConfigError, match=r"missing gan.epochs \(default 100\)\. Write every value out"):
+        load_params(write(tmp_path, yaml.safe_dump(params)))
+    del params["vae"]
+    with pytest.raises(ConfigError, match=r"missing gan.epochs \(default 100\), vae \(a whole section\)\. Write"):
+        load_params(write(tmp_path, yaml.safe_dump(params)))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    del params["seed"]
+    with pytest.raises(ConfigError, match=r"missing seed \(default 0\)"):
+        load_params(write(tmp_path, yaml.safe_dump(params)))
+
+
+def test_an_empty_file_and_duplicate_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="params.yaml: the file is empty"):
+        load_params(write(tmp_path, ""))
+    text = (REPO / "params.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"key 'gan' appears twice \(first on line \d+\); keep one"):
+        load_params(write(tmp_path, text + "gan:\n  epochs: 3\n"))
+    with pytest.raises(ConfigError, match=r"key 'epochs' appears twice"):
+        load_params(write(tmp_path, text.replace("  epochs: 100\n", "  epochs: 100\n  epochs: 5\n", 1)))
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("gan", "lr", float("inf"), "gan.lr = inf: Input should be a finite number"),
+        ("vae", "lr", float("nan"), "vae.lr = nan: Input should be a finite number"),
+        ("gan", "lr", 1e6, "gan.lr = 1000000.0: Input should be less than or equal to 1"),
+        ("gan", "batch_size", 1e9, "gan.batch_size = 1000000000.0: Input should be less than or equal to 100000"),
+        ("gan", "num_fixed_samples", 10**9, "gan.num_fixed_samples = 1000000000: Input should be less than or equal"),
+        ("gan", "epochs", 10**6, "gan.epochs = 1000000: Input should be less than or equal to 10000"),
+        ("evaluate", "num_samples", 10**9, "evaluate.num_samples = 1000000000: Input should be less than or equal"),
+        ("render", "epochs", [], "render.epochs = []: List should have at least 1 item"),
+        ("models", "gan", None, "models must map model names to kinds"),
+        ("paths", "figures", "../../outside", "paths.figures = '../../outside': must be a relative path inside"),
+        ("paths", "model_dir", "/tmp/models", "paths.model_dir = '/tmp/models': must be a relative path inside"),
+        ("paths", "data", ".", "paths.data = '.': must be a relative path inside"),
+        ("paths", "state", "a/../../b", "paths.state = 'a/../../b': must be a relative path inside"),
+    ],
+)
+def test_non_finite_absurd_and_escaping_values_are_refused(tmp_path, section, key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_params(with_change(tmp_path, section, key, value))
+    assert f"params.yaml: {expected}" in str(err.value)

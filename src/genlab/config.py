@@ -6,7 +6,7 @@ Two sources, kept apart on purpose:
 - ``Runtime``: settings that do not change results on a given device (data mirror, device, threads,
   MLflow location). They come from ``GENLAB_*`` environment variables.
 
-The library never reads either file itself: pipeline scripts call ``load_params`` / ``Runtime()`` and pass
+The library never reads either file itself: pipeline scripts call ``load_params`` / ``load_runtime`` and pass
 the typed objects down.
 """
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -22,8 +23,18 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from genlab.errors import GenlabError
+
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+# Upper bounds: far above any sensible value, low enough that a typo (1e9) is refused here rather than training
+# absurdly or running out of memory an hour in.
+LearningRate = Annotated[float, Field(gt=0, le=1)]  # Adam steps above 1 diverge on these networks
+Epochs = Annotated[int, Field(gt=0, le=10_000)]
+BatchSize = Annotated[int, Field(gt=0, le=100_000)]  # and at most the training set (checked when data is loaded)
+Width = Annotated[int, Field(gt=0, le=16_384)]  # hidden units, channels, latent dimensions
+GridImages = Annotated[int, Field(gt=0, le=1_024)]  # images drawn into one grid every epoch
+DiagnosticSamples = Annotated[int, Field(ge=0, le=100_000)]  # per-epoch diagnostic samples (0: off)
 Probability = Annotated[float, Field(ge=0, lt=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 # fp32 is deterministic; bf16 autocasts forward passes (faster on GPUs, different numbers).
@@ -34,7 +45,8 @@ CompileMode = Literal["eager", "default", "reduce-overhead", "max-autotune"]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # allow_inf_nan=False: `lr: .inf` or `.nan` is a typo, never a setting.
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class PathsConfig(Section):
@@ -50,6 +62,15 @@ class PathsConfig(Section):
     figures: str = "figures"  # <name>/: its rendered grids
     # Resumable training state. Not a DVC out: `dvc repro` deletes outs before a stage runs.
     state: str = ".genlab/state"
+
+    @field_validator("*")
+    @classmethod
+    def _inside_repository(cls, v: str) -> str:
+        # Stages write here before DVC checks its outs: a path outside the repository would be written first.
+        normal = os.path.normpath(v)
+        if not v or os.path.isabs(v) or normal == "." or normal == ".." or normal.startswith("../"):
+            raise ValueError("must be a relative path inside the repository (not absolute, not ., no ../)")
+        return v
 
     def git_tracked_outputs(self) -> tuple[str, ...]:
         """What stages write into files git tracks: the metrics (cache: false) and dvc.lock. A run that changed
@@ -101,12 +122,12 @@ class DataConfig(Section):
 class ClassifierConfig(Section):
     """The MNIST CNN whose features the sample metrics use (genlab.models.classifier)."""
 
-    channels: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = [16, 32]
-    feature_dim: PositiveInt = 128
-    epochs: PositiveInt = 4
-    batch_size: PositiveInt = 128
+    channels: Annotated[list[Width], Field(min_length=2, max_length=2)] = [16, 32]
+    feature_dim: Width = 128
+    epochs: Epochs = 4
+    batch_size: BatchSize = 128
     # One-cycle schedule (Smith & Topin 2018): warm up to max_lr, then anneal; 4 epochs reach > 99% on MNIST.
-    max_lr: PositiveFloat = 3e-3
+    max_lr: LearningRate = 3e-3
     # The stage fails below this test accuracy: metrics in a poor feature space would mislead.
     min_test_accuracy: Probability = 0.99
 
@@ -125,23 +146,24 @@ class ModelSection(Section):
 
 
 class RenderConfig(Section):
-    epochs: list[PositiveInt] = [25, 50, 75, 100]
+    epochs: Annotated[list[PositiveInt], Field(min_length=1, max_length=100)] = [25, 50, 75, 100]
     nrow: PositiveInt = 8
     scale: Annotated[int, Field(ge=1, le=16)] = 4
     padding: Annotated[int, Field(ge=0, le=16)] = 2
 
 
 class EvaluateConfig(Section):
-    batch_size: PositiveInt = 1000
-    # Generated samples per model, compared with the whole test set (10,000 for MNIST).
-    num_samples: PositiveInt = 10_000
+    batch_size: BatchSize = 1000
+    # Generated samples per model, compared with the whole test set (10,000 for MNIST). The floor draws as many
+    # real training images, so at most the training set (checked when data is loaded).
+    num_samples: Annotated[int, Field(gt=0, le=1_000_000)] = 10_000
     # Neighbours defining the k-NN manifolds of improved precision/recall (Kynkäänniemi et al. 2019 use 3).
-    knn_k: PositiveInt = 3
+    knn_k: Annotated[int, Field(gt=0, le=100)] = 3
     # Classifier two-sample test: a fresh CNN trained on half of the real and generated images.
-    c2st_epochs: PositiveInt = 3
-    c2st_lr: PositiveFloat = 1e-3
+    c2st_epochs: Annotated[int, Field(gt=0, le=100)] = 3
+    c2st_lr: LearningRate = 1e-3
     # Importance samples per test image for the VAE's IWAE bound (Burda et al. 2016).
-    iwae_samples: PositiveInt = 100
+    iwae_samples: Annotated[int, Field(gt=0, le=10_000)] = 100
 
 
 FLOOR = "real"  # the evaluation of real images: not a model name
@@ -152,12 +174,12 @@ class ParamsBase(BaseSettings):
     """params.yaml's fixed sections. Values come only from the file (no environment overrides: DVC must see every
     value). `Params` (see params_class) adds one section per trained model, typed by its kind's Config."""
 
-    model_config = SettingsConfigDict(frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
     # The trained models: name -> kind (a package under genlab/models). dvc.yaml runs train, render and evaluate
     # stages for each; each name has a params section of its own, validated by its kind's Config.
-    models: dict[ModelName, str] = {"gan": "gan", "vae": "vae"}
+    models: Annotated[dict[ModelName, str], Field(min_length=1)] = {"gan": "gan", "vae": "vae"}
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
@@ -228,10 +250,14 @@ def make_params(raw: dict[str, Any]) -> ParamsBase:
     return params_class(tuple(models.items()))(**raw)
 
 
-class Runtime(BaseSettings):
-    """Settings that do not change results, from GENLAB_* environment variables."""
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
-    model_config = SettingsConfigDict(env_prefix="GENLAB_", frozen=True, extra="ignore")
+
+class Runtime(BaseSettings):
+    """Settings that do not change results, from GENLAB_* environment variables (read them with load_runtime, whose
+    errors name the variable)."""
+
+    model_config = SettingsConfigDict(env_prefix="GENLAB_", frozen=True, extra="ignore", allow_inf_nan=False)
 
     # Local directory with the dataset's IDX files (.gz or raw), tried after the official mirrors.
     data_mirror: Path | None = None
@@ -239,11 +265,13 @@ class Runtime(BaseSettings):
     offline: bool = False
     device: Literal["cpu", "cuda"] = "cpu"
     # CPU threads for PyTorch. 0 = one per core the process may use.
-    threads: Annotated[int, Field(ge=0)] = 0
-    checkpoint_every: PositiveInt = 5
+    threads: Annotated[int, Field(ge=0, le=1024)] = 0
+    # Epochs between resumable checkpoints: 1 loses at most one epoch to a kill, for ~0.1% of an epoch's time
+    # (docs/faults.md measures it).
+    checkpoint_every: Annotated[int, Field(gt=0, le=10_000)] = 1
     # MLflow: by default sqlite:///<repo root>/mlflow.db and artifacts in <repo root>/mlruns.
     tracking_uri: str | None = None
-    experiment: str = "genlab"
+    experiment: Annotated[str, Field(min_length=1, max_length=256)] = "genlab"
 
     @field_validator("data_mirror")
     @classmethod
@@ -254,52 +282,124 @@ class Runtime(BaseSettings):
             return v
         return (Path(os.environ.get("DVC_ROOT", ".")) / v).resolve()
 
+    @field_validator("tracking_uri")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and v.split(":", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+            raise ValueError(
+                f"not a tracking URI MLflow reads: use one of {', '.join(s + '://' for s in TRACKING_SCHEMES)}"
+                " (e.g. http://127.0.0.1:5000), or unset it for <repo>/mlflow.db"
+            )
+        return v
 
-class ConfigError(SystemExit):
-    """A bad params.yaml. Exits non-zero with one readable message."""
 
-    def __init__(self, message: str):
-        super().__init__(f"genlab: invalid configuration\n{message}")
-        self.message = message
+class ConfigError(GenlabError):
+    """A bad params.yaml or GENLAB_* variable. The message names the file and key, or the variable."""
 
 
-def _format_validation_error(path: Path, err: ValidationError) -> str:
+def _format_validation_error(err: ValidationError, name: Callable[[str], str], source: str) -> str:
+    """One line per problem: '<source>: <key> = <value>: <what is wrong>'. name(dotted key) spells the key."""
     lines = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        key = name(".".join(str(p) for p in e["loc"]) or "(top level)")
         if e["type"] == "extra_forbidden":
-            lines.append(f"  {path}: unknown key '{key}'. Check the spelling; allowed keys are in params.yaml's docs.")
+            lines.append(f"{source}: unknown key '{key}'. Check the spelling; allowed keys are in params.yaml's docs.")
             continue
         value = e.get("input")
         shown = "(missing)" if e["type"] == "missing" else repr(value)
         if isinstance(value, dict) and e["type"] != "missing":
             shown = "{...}"
         msg = re.sub(r"^Value error, ", "", e["msg"])
-        lines.append(f"  {path}: {key} = {shown}: {msg}")
+        lines.append(f"{source}: {key} = {shown}: {msg}")
     return "\n".join(lines)
 
 
+def load_runtime(environ: Mapping[str, str] | None = None) -> Runtime:
+    """Runtime from the GENLAB_* variables (of `environ`, default os.environ); ConfigError names a bad variable."""
+    env = os.environ if environ is None else environ
+    values = {name: env[f"GENLAB_{name.upper()}"] for name in Runtime.model_fields if f"GENLAB_{name.upper()}" in env}
+    try:
+        # Values passed in, not read by pydantic-settings again: the same validation, and `environ` is honoured.
+        return Runtime.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, lambda k: f"GENLAB_{k.upper()}", "environment")) from None
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader keeps the last of two equal keys in a mapping; this one refuses them."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in first_line and key != "<<":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice (first on line {first_line[key]}); keep one",
+                    key_node.start_mark,
+                )  # fmt: skip
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def missing_keys(model: type[BaseModel], raw: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Keys of `model` (recursing into its sections) absent from `raw`, except those whose default is None (optional
+    features such as data.custom_sha256). Every other value changes results and must be written out."""
+    missing = []
+    for key, field in model.model_fields.items():
+        if key not in raw:
+            if field.default is not None:
+                missing.append(f"{prefix}{key}")
+            continue
+        section = field.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel) and isinstance(raw[key], Mapping):
+            missing += missing_keys(section, raw[key], f"{prefix}{key}.")
+    return missing
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
-    """Read and validate params.yaml; raise ConfigError (a SystemExit) naming the bad key."""
+    """Read and validate params.yaml; raise ConfigError naming the bad key.
+
+    Stricter than pydantic alone: duplicate keys, an empty file and a missing key are errors, since a default
+    filled in silently is a value DVC never saw change."""
     path = Path(path)
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ConfigError(f"  {path}: file not found (run from the repository root)") from None
+        raise ConfigError(f"{path}: file not found (run from the repository root)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read ({e})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
-        raise ConfigError(f"  {path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     if raw is None:
-        raw = {}
+        raise ConfigError(f"{path}: the file is empty; restore it with `git checkout {path}`")
     if not isinstance(raw, dict):
-        raise ConfigError(f"  {path}: the top level must be a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(raw).__name__}")
     try:
-        return make_params(raw)
+        params = make_params(raw)
     except ValidationError as e:
-        raise ConfigError(_format_validation_error(path, e)) from None
+        raise ConfigError(_format_validation_error(e, str, str(path))) from None
     except ValueError as e:
-        raise ConfigError(f"  {path}: {e}") from None
+        raise ConfigError(f"{path}: {e}") from None
+    missing = missing_keys(type(params), raw)
+    if missing:
+        defaults = params.model_dump(exclude_none=True)
+        shown = ", ".join(
+            f"{k} (a whole section)" if isinstance(_get(defaults, k), dict) else f"{k} (default {_get(defaults, k)!r})"
+            for k in missing[:8]
+        )
+        more = f" and {len(missing) - 8} more" if len(missing) > 8 else ""
+        raise ConfigError(
+            f"{path}: missing {shown}{more}. Write every value out: a default filled in here is one DVC never tracks."
+        )
+    return params
+
+
+def _get(values: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        values = values[part]
+    return values
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:

@@ -6,7 +6,19 @@ from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
-from genlab.config import CompileMode, ModelSection, PositiveFloat, PositiveInt, Precision, Probability, Section
+from genlab.config import (
+    BatchSize,
+    CompileMode,
+    DiagnosticSamples,
+    Epochs,
+    GridImages,
+    LearningRate,
+    ModelSection,
+    Precision,
+    Probability,
+    Section,
+    Width,
+)
 from genlab.models.base import NUM_CLASSES
 
 RealLabel = Annotated[float, Field(gt=0.5, le=1)]
@@ -15,12 +27,12 @@ RealLabel = Annotated[float, Field(gt=0.5, le=1)]
 class GanOverrides(Section):
     """A named variant: the GAN keys it changes (see GanConfig)."""
 
-    lr: PositiveFloat | None = None
+    lr: LearningRate | None = None
     beta1: Probability | None = None
     beta2: Probability | None = None
     real_label: RealLabel | None = None
     dropout: Probability | None = None
-    batch_size: PositiveInt | None = None
+    batch_size: BatchSize | None = None
 
 
 class GanConfig(ModelSection):
@@ -29,22 +41,22 @@ class GanConfig(ModelSection):
     variants: dict[str, GanOverrides] = {"stable": GanOverrides(beta1=0.5, real_label=0.9)}
     # Label-conditioned: the generator gets the digit beside z, the discriminator scores (image, digit) pairs.
     conditional: bool = False
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 100
-    latent_dim: PositiveInt = 100
-    generator_hidden: list[PositiveInt] = [256, 512, 1024]
-    discriminator_hidden: list[PositiveInt] = [1024, 512, 256]
+    epochs: Epochs = 100
+    batch_size: BatchSize = 100
+    latent_dim: Width = 100
+    generator_hidden: list[Width] = [256, 512, 1024]
+    discriminator_hidden: list[Width] = [1024, 512, 256]
     leaky_slope: Annotated[float, Field(ge=0, lt=1)] = 0.2
     dropout: Probability = 0.3
-    lr: PositiveFloat = 2e-4
+    lr: LearningRate = 2e-4
     beta1: Probability = 0.9
     beta2: Probability = 0.999
     # Target for real images in the discriminator loss; < 1 is one-sided label smoothing (Salimans et al. 2016).
     real_label: RealLabel = 1.0
     # Fixed-noise images rendered every epoch; a conditional model draws them as ten rows, row k of digit k.
-    num_fixed_samples: PositiveInt = 64
+    num_fixed_samples: GridImages = 64
     # Per-epoch class coverage and classifier score of this many fixed-noise samples (0: off).
-    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
+    diagnostic_samples: DiagnosticSamples = 1000
     precision: Precision = "fp32"
     compile: CompileMode = "eager"
 

@@ -2,28 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import model_validator
 
-from genlab.config import CompileMode, ModelSection, PositiveFloat, PositiveInt, Precision
+from genlab.config import (
+    BatchSize,
+    CompileMode,
+    DiagnosticSamples,
+    Epochs,
+    GridImages,
+    LearningRate,
+    ModelSection,
+    Precision,
+    Width,
+)
 from genlab.models.base import NUM_CLASSES
 
 
 class VaeConfig(ModelSection):
     # Label-conditioned (Sohn et al. 2015): encoder and decoder both get the digit beside their input.
     conditional: bool = False
-    epochs: PositiveInt = 100
-    batch_size: PositiveInt = 128
-    hidden: list[PositiveInt] = [512, 256]
-    latent_dim: PositiveInt = 20
-    lr: PositiveFloat = 1e-3
+    epochs: Epochs = 100
+    batch_size: BatchSize = 128
+    hidden: list[Width] = [512, 256]
+    latent_dim: Width = 20
+    lr: LearningRate = 1e-3
     # Unconditional: reconstructions of this many fixed test images, rendered every epoch.
-    num_reconstructions: PositiveInt = 32
+    num_reconstructions: GridImages = 32
     # Conditional: generated images from fixed prior draws, rendered every epoch as ten rows, row k of digit k.
-    num_fixed_samples: PositiveInt = 80
+    num_fixed_samples: GridImages = 80
     # Per-epoch class coverage and classifier score of this many samples from fixed prior draws (0: off).
-    diagnostic_samples: Annotated[int, Field(ge=0)] = 1000
+    diagnostic_samples: DiagnosticSamples = 1000
     precision: Precision = "fp32"
     compile: CompileMode = "eager"
 
