@@ -8,22 +8,24 @@ IDX format (LeCun et al., http://yann.lecun.com/exdb/mnist/): big-endian header
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
 import io
 import json
 import os
 import shutil
+import stat
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from genlab.errors import GenlabError
 from genlab.io import atomic_write_bytes
 
 IDX_FILES = (
@@ -69,8 +71,8 @@ REGISTRY: dict[str, DatasetSpec] = {
 }
 
 
-class DataError(RuntimeError):
-    pass
+class DataError(GenlabError):
+    """A dataset file that is missing, unreadable, corrupt or not what its checksum says."""
 
 
 def dataset_spec(name: str, custom_sha256: dict[str, str] | None = None) -> DatasetSpec:
@@ -88,13 +90,44 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+# The largest IDX file read (1 GiB; MNIST's largest is 47 MB): a bound on downloads, files and decompression, so a
+# gzip bomb or a runaway file is refused before it fills memory.
+MAX_IDX_BYTES = 1 << 30
+
+
+def _idx_size(header: bytes, origin: str) -> int | None:
+    """The total size an IDX file's header declares (header + data), or None while `header` is too short to say."""
+    if len(header) < 4:
+        return None
+    ndim = header[3]
+    if len(header) < 4 + 4 * ndim:
+        return None
+    dims = np.frombuffer(header, dtype=">u4", count=ndim, offset=4)
+    size = 4 + 4 * ndim + int(np.prod(dims.astype(np.int64)))
+    if size > MAX_IDX_BYTES:
+        raise DataError(f"{origin}: its IDX header declares {size} bytes, over genlab's limit of {MAX_IDX_BYTES}")
+    return size
+
+
 def _maybe_gunzip(blob: bytes, origin: str) -> bytes:
+    """blob, decompressed if it is gzip. Decompression stops at the size the IDX header inside declares (plus one
+    byte, to notice more), so a small file that inflates to gigabytes costs at most that much memory."""
     if blob[:2] != b"\x1f\x8b":
         return blob
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip framing
     try:
-        return gzip.decompress(blob)
-    except (EOFError, OSError, gzip.BadGzipFile) as e:
-        raise DataError(f"{origin}: corrupt or truncated gzip ({e})") from e
+        out = inflate.decompress(blob, 4 + 4 * 255)  # the longest IDX header
+        limit = _idx_size(out, origin)
+        if limit is None:  # not an IDX header: parse_idx says so; bound it all the same
+            limit = MAX_IDX_BYTES
+        out += inflate.decompress(inflate.unconsumed_tail, limit + 1 - len(out))
+    except zlib.error as e:
+        raise DataError(f"{origin}: corrupt gzip ({e})") from e
+    if len(out) > limit:
+        raise DataError(f"{origin}: decompresses to more than the {limit} bytes its IDX header declares")
+    if not inflate.eof:
+        raise DataError(f"{origin}: truncated gzip (the stream ends early)")
+    return out
 
 
 def _verify(content: bytes, expected: str, origin: str) -> None:
@@ -108,12 +141,35 @@ def _verify(content: bytes, expected: str, origin: str) -> None:
 
 def _download(url: str, timeout: float) -> bytes:
     with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https/http mirrors only)
-        return response.read()
+        blob = response.read(MAX_IDX_BYTES + 1)
+    if len(blob) > MAX_IDX_BYTES:
+        raise DataError(f"{url}: larger than genlab's limit of {MAX_IDX_BYTES} bytes")
+    return blob
 
 
-def _local_candidates(mirror: Path, filename: str) -> Iterable[Path]:
-    yield mirror / f"{filename}.gz"
-    yield mirror / filename
+def _read_regular(path: Path) -> bytes:
+    """A file's bytes, if it is a regular file of at most MAX_IDX_BYTES: a FIFO or a device would block or never
+    end. Opened without blocking and checked on the open descriptor, so nothing can swap the file in between."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise DataError(f"{path}: not a regular file (a FIFO, device or directory); genlab reads only files")
+        if st.st_size > MAX_IDX_BYTES:
+            raise DataError(f"{path}: {st.st_size} bytes, over genlab's limit of {MAX_IDX_BYTES}")
+        return f.read()
+
+
+def _local_candidates(mirror: Path, filename: str) -> list[Path]:
+    """The mirror's copies of `filename` (compressed, then raw) that exist; DataError when the mirror is not a
+    directory or holds neither."""
+    if not mirror.is_dir():
+        problem = "does not exist" if not mirror.exists() else "is not a directory"
+        raise DataError(f"GENLAB_DATA_MIRROR={mirror} {problem}; point it at a directory holding the IDX files")
+    found = [p for p in (mirror / f"{filename}.gz", mirror / filename) if os.path.lexists(p)]
+    if not found:
+        raise DataError(f"GENLAB_DATA_MIRROR={mirror} has neither {filename}.gz nor {filename}")
+    return found
 
 
 Fetcher = Callable[[str, float], bytes]
@@ -147,9 +203,11 @@ def fetch_file(
                 url = f"{base}{filename}.gz"
                 sources.append((url, functools.partial(fetcher, url, timeout)))
     if local_mirror is not None:
-        for p in _local_candidates(Path(local_mirror), filename):
-            if p.exists():
-                sources.append((str(p), p.read_bytes))
+        try:
+            copies = _local_candidates(local_mirror, filename)
+            sources += [(str(p), functools.partial(_read_regular, p)) for p in copies]
+        except DataError as e:
+            problems.append(f"  - {e}")
     for origin, read in sources:
         try:
             blob = read()
@@ -167,9 +225,11 @@ def fetch_file(
             continue
         log(f"download: {filename} from {origin} (sha256 ok)")
         return content
-    tried = "\n".join(problems) or "  (no source: offline and no local mirror)"
+    if not problems:
+        why = "GENLAB_OFFLINE is set" if offline else f"dataset {spec.name!r} has no download mirror"
+        problems.append(f"  - {why} and GENLAB_DATA_MIRROR is not set")
     raise DataError(
-        f"could not get a verified copy of {filename} for dataset {spec.name!r}. Tried:\n{tried}\n"
+        f"could not get a verified copy of {filename} for dataset {spec.name!r}:\n" + "\n".join(problems) + "\n"
         "Set GENLAB_DATA_MIRROR to a directory holding the IDX files (.gz or raw), e.g. ../shared/datasets/mnist."
     )
 
