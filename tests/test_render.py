@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from genlab.errors import GenlabError
 from genlab.render import grid_image, labelled_row, png_bytes, select_epochs
 
 
@@ -42,5 +43,5 @@ def test_png_is_deterministic_and_lossless():
 
 def test_select_epochs_fails_loudly():
     assert select_epochs([1, 2, 3, 4], [2, 4], "x") == [1, 3]
-    with pytest.raises(ValueError, match=r"epochs \[5\] were not saved"):
+    with pytest.raises(GenlabError, match=r"epochs \[5\] were not saved"):
         select_epochs([1, 2, 3, 4], [2, 5], "x")

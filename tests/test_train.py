@@ -1,13 +1,17 @@
 from __future__ import annotations
 
 import math
+import os
+import pickle
+from pathlib import Path
 
 import pytest
 import torch
 
 from genlab import registry
-from genlab.checkpoints import load_checkpoint
+from genlab.checkpoints import CheckpointError, load_checkpoint
 from genlab.data import TrainingData
+from genlab.errors import NonFiniteError
 
 from .conftest import synthetic_digits
 
@@ -110,12 +114,73 @@ def test_checkpoint_describes_itself_and_loads_weights_only(tmp_path):
     assert "state" in state["optimizers"]["vae"]
 
 
-def test_resume_refuses_a_different_config(tmp_path):
-    t = vae_trainer()
-    t.fit(1, state_path=tmp_path / "c.pt", log=quiet)
-    other = vae_trainer(lr=0.5)
-    with pytest.raises(ValueError, match="different configuration"):
-        other.fit(2, state_path=tmp_path / "c.pt", log=quiet)
+def unusable_checkpoints(tmp_path) -> dict[str, Path]:
+    """Files a resume could find at its state path: another configuration's, a truncated one, another kind's and
+    one whose pickle would run code if loaded without weights_only."""
+    other = vae_trainer(lr=2e-3)
+    other.fit(1, state_path=tmp_path / "other.pt", log=quiet)
+    good = (tmp_path / "other.pt").read_bytes()
+    gan = gan_trainer()
+    gan.fit(1, state_path=tmp_path / "gan.pt", log=quiet)
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    files = {
+        "other configuration": good,
+        "truncated": good[: len(good) // 2],
+        "another kind": (tmp_path / "gan.pt").read_bytes(),
+        "code in the pickle": pickle.dumps(Exploit()),
+    }
+    out = {}
+    for label, blob in files.items():
+        path = tmp_path / label.replace(" ", "_") / "state.pt"
+        path.parent.mkdir()
+        path.write_bytes(blob)
+        out[label] = path
+    return out
+
+
+def test_an_unusable_resume_checkpoint_is_moved_aside_named_and_training_starts_afresh(tmp_path):
+    fresh = vae_trainer()
+    fresh.fit(2, log=quiet)
+    for label, path in unusable_checkpoints(tmp_path).items():
+        original = path.read_bytes()
+        lines: list[str] = []
+        t = vae_trainer()
+        t.fit(2, state_path=path, log=lines.append)
+        aside = [p for p in path.parent.iterdir() if ".unusable-" in p.name]
+        assert len(aside) == 1 and aside[0].read_bytes() == original, label  # kept, for a look
+        assert f"moved it to {aside[0]}" in lines[0] and "weights_only" not in lines[0], (label, lines[0])
+        # From scratch, as if the file had never been there: the same weights as a fresh run.
+        for key, value in fresh.model.state_dict().items():
+            assert torch.equal(value, t.model.state_dict()[key]), (label, key)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_a_diverging_run_stops_at_that_epoch_and_saves_nothing(tmp_path):
+    t = vae_trainer(lr=0.5)  # diverges on the tiny data within an epoch
+    with pytest.raises(NonFiniteError, match=r"vae diverged in epoch 1: .* lower vae.lr \(now 0.5\)") as err:
+        t.fit(3, state_path=tmp_path / "s.pt", log=quiet)
+    assert err.value.epoch == 1 and t.history.metrics == [] and not (tmp_path / "s.pt").exists()
+
+
+def test_a_non_finite_parameter_stops_training_though_the_loss_is_finite(tmp_path):
+    t = gan_trainer()
+    train_epoch = t.train_epoch
+
+    def poisoned() -> dict[str, float]:
+        metrics = train_epoch()
+        if t.epoch == 1:  # the second epoch
+            with torch.no_grad():
+                next(t.model.parameters())[0, 0] = float("inf")
+        return metrics
+
+    t.train_epoch = poisoned  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteError, match=r"gan diverged in epoch 2: 1 of [\d,]+ parameters are not finite"):
+        t.fit(3, state_path=tmp_path / "s.pt", checkpoint_every=1, log=quiet)
+    assert load_checkpoint(tmp_path / "s.pt")["epoch"] == 1  # the last good epoch, resumable
 
 
 def test_bf16_autocast_trains_and_changes_the_numbers():
@@ -194,7 +259,7 @@ def test_classifier_training_and_loading(tmp_path):
     loaded, record = load_classifier(tmp_path / "c.pt")
     assert record == {"test_accuracy": 0.9, "weights_sha256": weights_sha256(loaded)} and not loaded.training
     atomic_torch_save(tmp_path / "g.pt", {**state, "kind": "gan"})
-    with pytest.raises(ValueError, match="not the classifier"):
+    with pytest.raises(CheckpointError, match="not the classifier"):
         load_classifier(tmp_path / "g.pt")
 
 

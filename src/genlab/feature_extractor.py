@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from genlab.checkpoints import load_checkpoint
+from genlab.checkpoints import CheckpointError, load_checkpoint
 from genlab.models.classifier import Classifier
 
 
@@ -28,7 +28,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> tup
     weights hash: metrics in its feature space only compare between runs with the same hash)."""
     state = load_checkpoint(path, device)
     if state.get("kind") != "classifier":
-        raise ValueError(f"{path} holds a {state.get('kind')!r} checkpoint, not the classifier")
+        raise CheckpointError(f"{path} holds a {state.get('kind')!r} checkpoint, not the classifier")
     model = build_classifier(state["config"]["classifier"]).to(device)
     model.load_state_dict(state["model"])
     model.eval()

@@ -51,12 +51,12 @@ def trainer_class(kind: str) -> type[Trainer]:
 def load_model(path: str | Path, device: Any = "cpu") -> tuple[GenerativeModel, dict[str, Any]]:
     """A trained model from its checkpoint (which names its kind and holds its config), in eval mode; and the
     checkpoint itself."""
-    from genlab.checkpoints import load_checkpoint
+    from genlab.checkpoints import CheckpointError, load_checkpoint
 
     state = load_checkpoint(path, device)
     kind, name = state.get("kind"), state.get("name", state.get("kind"))
     if kind not in kinds():
-        raise ValueError(f"{path} holds a {kind!r} checkpoint, not one of the model kinds {kinds()}")
+        raise CheckpointError(f"{path} holds a {kind!r} checkpoint, not one of the model kinds {kinds()}")
     # The section was validated when the checkpoint was written; its record is what training used.
     cfg = config_class(kind).model_construct(**state["config"][name])
     model = model_class(kind).from_config(cfg).to(device)

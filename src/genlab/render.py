@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 from torchvision.utils import make_grid
 
+from genlab.errors import GenlabError
 from genlab.io import atomic_write_bytes
 
 BACKGROUND = 255  # white around panels and behind labels
@@ -61,7 +62,7 @@ def select_epochs(epochs: Sequence[int], wanted: Sequence[int], what: str) -> li
     index = {e: i for i, e in enumerate(epochs)}
     missing = [e for e in wanted if e not in index]
     if missing:
-        raise ValueError(
+        raise GenlabError(
             f"{what}: epochs {missing} were not saved (saved: {epochs[0]}..{epochs[-1]});"
             " lower render.epochs or train for longer"
         )

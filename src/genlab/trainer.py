@@ -6,6 +6,9 @@ waits on the host inside an epoch.
 
 from __future__ import annotations
 
+import copy
+import math
+import os
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -15,9 +18,10 @@ from typing import Any
 
 import torch
 
-from genlab.checkpoints import CHECKPOINT_FORMAT, checkpoint_header
-from genlab.config import ModelSection
+from genlab.checkpoints import CHECKPOINT_FORMAT, CheckpointError, checkpoint_header, load_checkpoint
+from genlab.config import ConfigError, ModelSection
 from genlab.data import TrainingData
+from genlab.errors import NonFiniteError
 from genlab.io import atomic_torch_save
 from genlab.models.base import GenerativeModel
 from genlab.progress import epoch_line, progress
@@ -63,6 +67,12 @@ class Trainer(ABC):
         device: torch.device,
         diagnostics: Diagnostics | None = None,
     ):
+        batch_size = getattr(cfg, "batch_size", None)
+        if batch_size is not None and batch_size > data.train_images.shape[0]:
+            raise ConfigError(
+                f"{name}.batch_size = {batch_size} is more than the {data.train_images.shape[0]} training images;"
+                " choose at most that"
+            )
         self.model = model.to(device)
         self.cfg = cfg
         self.name = name
@@ -145,12 +155,12 @@ class Trainer(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("format") != CHECKPOINT_FORMAT or state.get("kind") != self.kind:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint is {state.get('kind')!r} format {state.get('format')}, expected {self.kind!r}"
                 f" format {CHECKPOINT_FORMAT}"
             )
-        if state["config"] != self.config:
-            raise ValueError("checkpoint was made with a different configuration; delete it to start afresh")
+        if state.get("config") != self.config:
+            raise CheckpointError("checkpoint was made with a different configuration")
         self.model.load_state_dict(state["model"])
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
@@ -164,6 +174,37 @@ class Trainer(ABC):
             snapshots=list(state["snapshots"].unbind(0)) if state["snapshots"].numel() else [],
         )
 
+    def resume(self, state_path: Path, log: Callable[[str], None]) -> None:
+        """Continue from state_path's checkpoint. One that cannot be used (corrupt, truncated, another model's or
+        configuration's) is moved aside, kept for inspection, and training starts afresh."""
+        initial = copy.deepcopy(self.state_dict())  # to start afresh from, should loading fail halfway
+        try:
+            self.load_state_dict(load_checkpoint(state_path, self.device))
+        except (CheckpointError, KeyError, RuntimeError, TypeError) as e:
+            self.load_state_dict(initial)
+            aside = state_path.with_name(f"{state_path.name}.unusable-{os.getpid()}")
+            state_path.rename(aside)
+            log(f"[{self.name}] cannot resume: {e}; moved it to {aside}, training from epoch 0")
+            return
+        log(f"[{self.name}] resumed from {state_path} at epoch {self.epoch}")
+
+    def check_finite(self, metrics: dict[str, float]) -> None:
+        """Raise NonFiniteError if an epoch's metrics or the model's parameters hold a NaN or an infinity. One
+        device-to-host read per epoch: the parameter check is reduced on the device."""
+        cause = next((f"{k} is {v}" for k, v in metrics.items() if not math.isfinite(v)), None)
+        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
+        finite = torch.stack([p.isfinite().all() for p in params]).all() if params else torch.tensor(True)
+        if cause is None and not bool(finite):
+            bad = sum(int((~p.isfinite()).sum()) for p in params)
+            cause = f"{bad:,} of {sum(p.numel() for p in params):,} parameters are not finite"
+        if cause is not None:
+            lr = getattr(self.cfg, "lr", None)
+            advice = f"lower {self.name}.lr (now {lr:g})" if lr is not None else f"check {self.name}'s settings"
+            raise NonFiniteError(
+                f"{self.name} diverged in epoch {self.epoch + 1}: {cause}. No model was written; {advice} and rerun.",
+                epoch=self.epoch + 1,
+            )
+
     # -- the loop ------------------------------------------------------------------------------------------
     def fit(
         self,
@@ -174,14 +215,15 @@ class Trainer(ABC):
         on_epoch: Callable[[EpochResult], None] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
-        """Train up to `epochs`, resuming from state_path when it holds a checkpoint of this configuration."""
+        """Train up to `epochs`, resuming from state_path when it holds a checkpoint of this configuration. Raises
+        NonFiniteError, before the epoch is recorded or saved, when it produced a NaN or an infinity."""
         if state_path is not None and state_path.exists():
-            self.load_state_dict(torch.load(state_path, map_location=self.device, weights_only=True))
-            log(f"[{self.name}] resumed from {state_path} at epoch {self.epoch}/{epochs}")
+            self.resume(state_path, log)
         start_epoch, t_start = self.epoch, time.perf_counter()
         while self.epoch < epochs:
             t0 = time.perf_counter()
             metrics = self.train_epoch()
+            self.check_finite(metrics)
             metrics.update(self.diagnose())
             self.epoch += 1
             snapshot = self.snapshot()
