@@ -6,22 +6,19 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
-import sys
 from pathlib import Path
 
-from genlab.config import Runtime, load_params
-from genlab.data import DataError, dataset_spec, prepare
+from genlab.config import load_params, load_runtime
+from genlab.data import dataset_spec, prepare
+from genlab.entry import run_stage
 
 
 def main(params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
-    runtime = Runtime()
+    runtime = load_runtime()
     spec = dataset_spec(params.data.dataset, params.data.custom_sha256)
-    try:
-        prepare(spec, Path(params.paths.data), local_mirror=runtime.data_mirror, offline=runtime.offline)
-    except DataError as e:
-        sys.exit(f"genlab download: {e}")
+    prepare(spec, Path(params.paths.data), local_mirror=runtime.data_mirror, offline=runtime.offline)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("download", main)

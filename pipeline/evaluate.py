@@ -18,8 +18,10 @@ import sys
 from typing import Any
 
 from genlab import registry
-from genlab.config import FLOOR, Runtime, flatten, load_params
+from genlab.config import FLOOR, ConfigError, flatten, load_params, load_runtime
 from genlab.data import TrainingData, dataset_checksum, dataset_origin
+from genlab.entry import run_stage
+from genlab.errors import GenlabError
 from genlab.evaluate import conditional_metrics, generated_samples, real_samples
 from genlab.feature_extractor import load_classifier
 from genlab.io import atomic_write_json
@@ -31,13 +33,22 @@ from genlab.tracking import Tracker
 
 def main(name: str, params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
-    runtime = Runtime()
+    runtime = load_runtime()
     if name != FLOOR and name not in params.models:
-        sys.exit(f"evaluate: {name!r} is neither {FLOOR!r} nor a model in params.yaml's models {sorted(params.models)}")
+        raise GenlabError(f"{name!r} is neither {FLOOR!r} nor a model in params.yaml's models {sorted(params.models)}")
     cfg, paths, seed = params.evaluate, params.paths, params.seed
+    # Before any work: a store that cannot be reached fails the stage now, not after the metrics are computed.
+    tracker = None if name == FLOOR else Tracker(runtime.tracking_uri, runtime.experiment)
     device = setup_torch(runtime.device, runtime.threads, seed)
     data = TrainingData.load(paths.data, device)
+    if name == FLOOR and cfg.num_samples > data.train_images.shape[0]:
+        raise ConfigError(
+            f"evaluate.num_samples = {cfg.num_samples} is more than the {data.train_images.shape[0]} training images"
+            " the floor draws from; choose at most that"
+        )
     classifier, feature_extractor = load_classifier(paths.classifier_model, device)
+    if name != FLOOR:
+        model, checkpoint = registry.load_model(paths.model(name), device)
     reference = RealReference(classifier, data.test_images, knn_k=cfg.knn_k, batch_size=cfg.batch_size)
 
     def scores(images) -> dict[str, Any]:
@@ -47,7 +58,6 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     if name == FLOOR:  # what a perfect model would score
         metrics.update(scores(real_samples(data.train_images, cfg.num_samples, seed=seed)))
     else:
-        model, checkpoint = registry.load_model(paths.model(name), device)
         images, labels = generated_samples(model, cfg.num_samples, seed=seed, batch_size=cfg.batch_size)
         metrics.update(scores(images))
         if labels is not None:
@@ -55,11 +65,10 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         metrics.update(model.evaluation_metrics(data.test_images, data.test_labels, seed=seed, cfg=cfg))
     atomic_write_json(paths.evaluation(name), metrics)
     print(summary_line(f"[evaluate {name}]", metrics, f"| all: {paths.evaluation(name)}"))
-    if name == FLOOR:
+    if tracker is None:
         return
 
     floor = json.loads(paths.evaluation(FLOOR).read_text())
-    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     description = (
         f"Evaluates {name}: {cfg.num_samples} samples against {data.test_images.shape[0]} test images, in the"
         f" feature space of the classifier {feature_extractor['weights_sha256'][:12]}; floor/ is real data."
@@ -89,4 +98,4 @@ def scalars(values: dict) -> dict[str, float]:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit(f"usage: python pipeline/evaluate.py NAME  (a model in params.yaml's models, or {FLOOR})")
-    main(sys.argv[1])
+    run_stage(f"evaluate@{sys.argv[1]}" if sys.argv[1] != FLOOR else "evaluate_floor", main, sys.argv[1])

@@ -11,20 +11,24 @@ import sys
 
 import torch
 
-from genlab.config import Runtime, flatten, load_params
+from genlab.checkpoints import read_weights_only
+from genlab.config import flatten, load_params, load_runtime
+from genlab.entry import run_stage
+from genlab.errors import GenlabError
 from genlab.render import grid_image, labelled_row, save_png, select_epochs
 from genlab.tracking import Tracker
 
 
 def main(name: str, params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
-    runtime = Runtime()
+    runtime = load_runtime()
     if name not in params.models:
-        sys.exit(f"render: {name!r} is not in params.yaml's models {sorted(params.models)}")
+        raise GenlabError(f"{name!r} is not in params.yaml's models {sorted(params.models)}")
     cfg, paths = params.render, params.paths
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)  # before any work: fails fast without a store
     out = paths.figures_of(name)
     snapshots_path = paths.snapshots(name)
-    snap = torch.load(snapshots_path, weights_only=True)
+    snap = read_weights_only(snapshots_path)
     nrow = int(snap.get("nrow", cfg.nrow))  # a conditional model's rows are digits
 
     def grid(images: torch.Tensor):
@@ -40,7 +44,6 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     files.append(out / "progression.png")
     save_png(labelled_row(panels, font_size=8 * cfg.scale), files[-1])
 
-    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     description = f"Renders {name}'s samples of epochs {list(cfg.epochs)} as grids and one progression figure."
     with tracker.stage_run("render", paths.model(name), description, paths.git_tracked_outputs()):
         tracker.log_params(flatten({"render": cfg.model_dump()}))
@@ -52,4 +55,4 @@ def main(name: str, params_path: str = "params.yaml") -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python pipeline/render.py NAME  (a model in params.yaml's models)")
-    main(sys.argv[1])
+    run_stage(f"render@{sys.argv[1]}", main, sys.argv[1])

@@ -10,20 +10,24 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 import sys
 
 from genlab import registry
-from genlab.config import Runtime, load_params
+from genlab.config import load_params, load_runtime
 from genlab.data import TrainingData, dataset_checksum
 from genlab.diagnostics import sample_diagnostics
+from genlab.entry import run_stage
+from genlab.errors import GenlabError
 from genlab.experiment import train_and_track
 from genlab.feature_extractor import load_classifier
 from genlab.runtime import setup_torch
+from genlab.tracking import Tracker
 
 
 def main(name: str, params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
-    runtime = Runtime()
+    runtime = load_runtime()
     if name not in params.models:
-        sys.exit(f"train: {name!r} is not in params.yaml's models {sorted(params.models)}")
+        raise GenlabError(f"{name!r} is not in params.yaml's models {sorted(params.models)}")
     kind, cfg, paths = params.models[name], params.model(name).resolved(), params.paths
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)  # before any work: fails fast without a store
     device = setup_torch(runtime.device, runtime.threads, params.seed)
 
     data = TrainingData.load(paths.data, device)
@@ -46,10 +50,11 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         device=device,
         diagnostics=lambda images, labels: sample_diagnostics(classifier, images, labels),
     )
-    train_and_track(trainer, epochs=cfg.epochs, dataset=params.data.dataset, paths=paths, runtime=runtime)  # type: ignore[attr-defined]
+    epochs = cfg.epochs  # type: ignore[attr-defined]
+    train_and_track(trainer, tracker=tracker, epochs=epochs, dataset=params.data.dataset, paths=paths, runtime=runtime)
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         sys.exit("usage: python pipeline/train.py NAME  (a model in params.yaml's models)")
-    main(sys.argv[1])
+    run_stage(f"train@{sys.argv[1]}", main, sys.argv[1])

@@ -6,10 +6,14 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
+from pathlib import Path
+
 from genlab.checkpoints import checkpoint_header
 from genlab.classifier_training import train_classifier
-from genlab.config import Runtime, flatten, load_params
+from genlab.config import ConfigError, flatten, load_params, load_runtime
 from genlab.data import TrainingData, dataset_checksum
+from genlab.entry import run_stage
+from genlab.errors import GenlabError
 from genlab.feature_extractor import build_classifier, predict_logits
 from genlab.io import atomic_torch_save, atomic_write_json, weights_sha256
 from genlab.runtime import setup_torch
@@ -19,23 +23,37 @@ from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, Tracker, dvc_tags, file_s
 
 def main(params_path: str = "params.yaml") -> None:
     params = load_params(params_path)
-    runtime = Runtime()
+    runtime = load_runtime()
     cfg, paths = params.classifier, params.paths
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment)  # before any work: fails fast without a store
     device = setup_torch(runtime.device, runtime.threads, params.seed)
     data = TrainingData.load(paths.data, device)
+    if cfg.batch_size > data.train_images.shape[0]:
+        raise ConfigError(
+            f"classifier.batch_size = {cfg.batch_size} is more than the {data.train_images.shape[0]} training"
+            " images; choose at most that"
+        )
     config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "classifier": cfg.model_dump()}
 
     model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG
-    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
+    # Training takes about a minute, so a killed run restarts from scratch, but in the same MLflow run: its id is
+    # noted here until the stage ends, and the epochs it logged are not logged twice.
+    run_file = Path(paths.state) / "classifier.run.json"
+    resumed = tracker.unfinished_run(run_file)
     with tracker.run(
-        run_name="classifier",
+        run_id=resumed,
+        run_name=None if resumed else "classifier",
         tags={TAG_MODEL: "classifier", **git_tags(outputs=paths.git_tracked_outputs()), **dvc_tags()},
-    ):
-        tracker.log_params(flatten(config))
+    ) as run_id:
+        atomic_write_json(run_file, {"run_id": run_id})
+        logged = tracker.logged_steps(run_id, "train/loss") if resumed else set()
+        if not resumed or not tracker.logged_params(run_id):
+            tracker.log_params(flatten(config))
 
         def on_epoch(epoch: int, loss: float) -> None:
             print(f"[classifier] epoch {epoch}/{cfg.epochs}  loss {loss:.4f}")
-            tracker.log_metrics({"loss": loss}, step=epoch, prefix="train/")
+            if epoch not in logged:
+                tracker.log_metrics({"loss": loss}, step=epoch, prefix="train/")
 
         train_classifier(
             model,
@@ -53,8 +71,8 @@ def main(params_path: str = "params.yaml") -> None:
         print(f"[classifier] test accuracy {accuracy:.4f}  weights sha256 {summary['weights_sha256'][:12]}")
         tracker.log_metrics({"test_accuracy": accuracy}, prefix="eval/")
         if accuracy < cfg.min_test_accuracy:
-            raise SystemExit(
-                f"train_classifier: test accuracy {accuracy:.4f} is below classifier.min_test_accuracy"
+            raise GenlabError(
+                f"test accuracy {accuracy:.4f} is below classifier.min_test_accuracy"
                 f" {cfg.min_test_accuracy}; metrics in its feature space would mislead. Train longer"
                 " (classifier.epochs) or lower the threshold for a dataset it cannot reach."
             )
@@ -69,7 +87,8 @@ def main(params_path: str = "params.yaml") -> None:
         tracker.set_tags(
             {TAG_CHECKPOINT: file_sha256(paths.classifier_model), "genlab.weights_sha256": summary["weights_sha256"]}
         )
+    run_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
-    main()
+    run_stage("train_classifier", main)

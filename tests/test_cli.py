@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ from genlab.__main__ import main
 from genlab.config import load_params
 from genlab.io import atomic_torch_save
 
+from .conftest import REPO
 from .test_train import make_trainer, quiet
 
 
@@ -22,30 +24,33 @@ from .test_train import make_trainer, quiet
 def workspace(tmp_path_factory):
     """A params.yaml naming an unconditional and a conditional model, each trained for one epoch on tiny data."""
     root = tmp_path_factory.mktemp("workspace")
-    params = {
-        "models": {"gan": "gan", "cgan": "gan", "cvae": "vae", "untrained": "vae"},
-        "paths": {"model_dir": str(root / "models")},
-        "render": {"epochs": [1]},
-    }
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for name in params["models"]:
+        del params[name]
+    params["models"] = {"gan": "gan", "cgan": "gan", "cvae": "vae", "untrained": "vae"}
+    params["render"]["epochs"] = [1]
     trainers = {
         "gan": make_trainer("gan"),
         "cgan": make_trainer("gan", conditional=True, num_fixed_samples=10),
         "cvae": make_trainer("vae", conditional=True, num_fixed_samples=10),
     }
     for name, trainer in trainers.items():
-        params[name] = trainer.cfg.model_dump(exclude={"variants"} if trainer.kind == "gan" else set())
+        params[name] = trainer.cfg.model_dump(exclude_none=True)
         trainer.name = name
         trainer.config = {name: trainer.cfg.record()}
         trainer.fit(1, log=quiet)
+    params["untrained"] = params["cvae"]
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     paths = load_params(root / "params.yaml").paths
     for name, trainer in trainers.items():
-        atomic_torch_save(paths.model(name), trainer.state_dict())
+        atomic_torch_save(root / paths.model(name), trainer.state_dict())
     return root
 
 
 def generate(workspace, *args: str):
-    return CliRunner().invoke(main, ["generate", "--params", str(workspace / "params.yaml"), *args])
+    """`genlab generate` run in the workspace, as in a repository's root."""
+    with contextlib.chdir(workspace):
+        return CliRunner().invoke(main, ["generate", *args])
 
 
 def test_a_conditional_model_draws_the_digit_asked_for_as_a_grid_and_an_array(workspace, tmp_path):

@@ -24,12 +24,24 @@ from typing import Any
 
 import click
 
+from genlab.errors import GenlabError
 from genlab.models.base import NUM_CLASSES
 
 FORMATS = (".png", ".npy")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class Commands(click.Group):
+    """genlab's commands; a GenlabError (a bad params.yaml, a GENLAB_* variable, a missing file) is printed as
+    click's one-line error, without a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GenlabError as e:
+            raise click.ClickException(str(e)) from None
+
+
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """genlab: reproducible generative models on MNIST (DVC stages, MLflow runs)."""
 
@@ -139,12 +151,12 @@ def compare(selectors: tuple[str, ...], limit: int, out: Path, list_only: bool) 
     import tempfile
 
     from genlab.comparison import SelectionError, evaluated_runs, render_run_of, select
-    from genlab.config import Runtime
+    from genlab.config import load_runtime
     from genlab.io import atomic_write_text
     from genlab.report import build_report, run_label
     from genlab.tracking import Tracker
 
-    runtime = Runtime()
+    runtime = load_runtime()
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     frame = tracker.runs_frame()
     if list_only:
@@ -211,10 +223,10 @@ def promote(name: str, which: str, alias: str) -> None:
     import pandas as pd
 
     from genlab.comparison import CHECKPOINT, SelectionError, select, trained_checkpoints
-    from genlab.config import Runtime
+    from genlab.config import load_runtime
     from genlab.tracking import TAG_CHECKPOINT, Tracker
 
-    runtime = Runtime()
+    runtime = load_runtime()
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     registered = f"genlab-{name}"
     versions = tracker.model_versions(registered)
@@ -258,7 +270,7 @@ def ui(port: int, open_browser: bool) -> None:
     import time
     import webbrowser
 
-    from genlab.config import Runtime
+    from genlab.config import load_runtime
     from genlab.tracking import Tracker, mlflow_server
 
     def stop(signum: int, frame: Any) -> None:
@@ -267,7 +279,7 @@ def ui(port: int, open_browser: bool) -> None:
     # SIGTERM (a service manager, a test's terminate()) stops it as Ctrl-C does. Python's default would exit at
     # once, skipping mlflow_server's cleanup and leaving the server and its job workers running.
     signal.signal(signal.SIGTERM, stop)
-    runtime = Runtime()
+    runtime = load_runtime()
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     try:
         with mlflow_server(tracker.tracking_uri, cwd=tracker.root, port=port) as url:

@@ -68,15 +68,17 @@ def history_csv(history: list[dict[str, float]]) -> str:
     return buf.getvalue()
 
 
-def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: PathsConfig, runtime: Runtime) -> str:
+def train_and_track(
+    trainer: Trainer, *, tracker: Tracker, epochs: int, dataset: str, paths: PathsConfig, runtime: Runtime
+) -> str:
     """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
 
     Returns the MLflow run id. trainer.config becomes the run's params; the model's sampler is logged as the MLflow
-    model.
+    model. One run per configuration: a rerun after a kill, a failure or a lost tracking server continues the run
+    that did not finish (its id is kept beside the resumable state), logging only the epochs it has not logged.
     """
     name = trainer.name
     outputs = TrainingOutputs.of(paths, name)
-    tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     checkpoint_every = runtime.checkpoint_every
     tags = {"genlab.device": str(trainer.device)}
     if "data_sha256" in trainer.config:
@@ -84,7 +86,7 @@ def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: Paths
     key = config_key(trainer.config)
     state_path = outputs.state_dir / f"{name}-{key}.pt"
     run_file = outputs.state_dir / f"{name}-{key}.run.json"
-    resumed_run = json.loads(run_file.read_text())["run_id"] if run_file.exists() and state_path.exists() else None
+    resumed_run = tracker.unfinished_run(run_file)
 
     git = git_tags(outputs=paths.git_tracked_outputs())  # what the pipeline writes does not make it dirty
     experiment = experiment_label(git=git)
@@ -110,7 +112,9 @@ def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: Paths
         system_metrics=True,
     ) as run_id:
         atomic_write_json(run_file, {"run_id": run_id})
-        if resumed_run is None:
+        # Epochs the run logged before it was stopped: a resumed run repeats those after its last checkpoint.
+        logged = tracker.logged_steps(run_id, "time/epoch_seconds") if resumed_run else set()
+        if resumed_run is None or not tracker.logged_params(run_id):
             tracker.log_config(trainer.config)
             if "data_sha256" in trainer.config:
                 origin = dataset_origin(dataset, paths.data)
@@ -119,6 +123,8 @@ def train_and_track(trainer: Trainer, *, epochs: int, dataset: str, paths: Paths
         nrow = trainer.snapshot_extra().get("nrow", 8)  # a conditional model's rows are digits
 
         def on_epoch(r: EpochResult) -> None:
+            if r.epoch in logged:
+                return
             tracker.log_metrics({k: v for k, v in r.metrics.items() if k != "epoch"}, step=r.epoch, prefix="train/")
             tracker.log_metrics({"epoch_seconds": r.seconds}, step=r.epoch, prefix="time/")
             tracker.log_image(grid_image(r.snapshot, nrow=nrow, scale=2), key=f"{name}/snapshot", step=r.epoch)

@@ -8,12 +8,14 @@ import random
 import numpy as np
 import torch
 
+from genlab.config import ConfigError
+
 
 def setup_torch(device: str, threads: int, seed: int) -> torch.device:
     """Pick the device, fix the thread count and seed every generator. Call once, before building models."""
     if device == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("GENLAB_DEVICE=cuda but no CUDA device is visible; unset it to train on the CPU")
+            raise ConfigError("GENLAB_DEVICE=cuda but no CUDA device is visible; unset it to train on the CPU")
         # Deterministic cuBLAS needs a fixed workspace, set before the first cuBLAS call.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cuda.matmul.allow_tf32 = False

@@ -34,6 +34,8 @@ from typing import Any
 
 import numpy as np
 
+from genlab.errors import TrackingUnavailable
+
 EXPERIMENT_DEFAULT = "genlab"
 TAG_MODEL = "genlab.model"  # the model's name in params.yaml (gan, cgan, ...)
 TAG_KIND = "genlab.kind"  # its kind: the package under genlab/models (gan, vae, ...)
@@ -42,6 +44,19 @@ TAG_STAGE = "genlab.stage"  # train, render or evaluate: the DVC stage that made
 TAG_EXPERIMENT = "genlab.experiment"  # the DVC experiment's name, or the short commit (experiment_label)
 TAG_TRAIN_RUN = "genlab.train_run_id"  # on render and evaluate runs: the run that trained their checkpoint
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own: the UI nests a child run under its parent
+TAG_PROCESS = "genlab.process"  # host:pid:start time of the process running it (see Tracker.end_orphaned_runs)
+TAG_FAILURE = "genlab.failure"  # why a FAILED or KILLED run ended, in one line
+
+# MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 and a 120 s timeout: 4-5 minutes
+# before a stage learns that its server is gone. genlab checks the server before any work (check_tracking_store)
+# and rides out a short outage mid-run with these instead (about 15 s of retries, then the run stays resumable).
+# A value set in the environment wins.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+PREFLIGHT_TIMEOUT_S = 5.0
 
 
 @contextmanager
@@ -88,6 +103,50 @@ def mlflow_server(
             proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def check_tracking_store(uri: str, named: str) -> None:
+    """Fail fast, before any work, when a tracking server does not answer its /health endpoint within
+    PREFLIGHT_TIMEOUT_S. `named` says where the URI came from, for the message. Other stores are checked by their
+    first use (Tracker.__init__)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PREFLIGHT_TIMEOUT_S) as response:  # noqa: S310
+            if response.status == 200:
+                return
+            reason = f"HTTP {response.status}"
+    except OSError as e:  # URLError, connection refused, timeout
+        reason = str(getattr(e, "reason", e))
+    raise TrackingUnavailable(
+        f"{named} {uri}: no MLflow server answers ({reason}). Start it, check the address and port, or unset"
+        " GENLAB_TRACKING_URI to log to mlflow.db in the repository."
+    )
+
+
+def process_tag() -> str:
+    """This process as host:pid:start time; the start time tells a reused pid from the process that had it."""
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.2f}"
+
+
+def process_alive(tag: str) -> bool | None:
+    """Whether the process a TAG_PROCESS value names is still running; None if it ran on another host."""
+    import psutil
+
+    host, pid, started = tag.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.2f}" == started
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return " ".join(text.splitlines()[0].split())[:300]
 
 
 def file_sha256(path: Path) -> str:
@@ -189,6 +248,24 @@ class Tracker:
     """A thin wrapper over one MLflow experiment. Construct once per stage."""
 
     def __init__(self, tracking_uri: str | None = None, experiment: str = EXPERIMENT_DEFAULT, root: Path | None = None):
+        """Connect to the store (GENLAB_TRACKING_URI's `tracking_uri`, or <root>/mlflow.db) and its experiment.
+        Raises TrackingUnavailable within seconds when the store cannot be reached or read: construct it before a
+        stage does any work."""
+        for var, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(var, value)
+        self.root = (root or repo_root()).resolve()
+        self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
+        self.named = "GENLAB_TRACKING_URI=" if tracking_uri else "the tracking store"
+        check_tracking_store(self.tracking_uri, self.named)
+        try:
+            self._connect(experiment)
+        except Exception as e:  # MLflow's and its database driver's: the store exists but cannot be used
+            raise TrackingUnavailable(
+                f"{self.named} {self.tracking_uri} cannot be used: {_first_line(e)}. Check that it is a readable,"
+                " writable MLflow store, or point GENLAB_TRACKING_URI at another."
+            ) from e
+
+    def _connect(self, experiment: str) -> None:
         import mlflow
 
         # Four INFO lines per run from the system-metrics monitor (started, no GPU, stopping, stopped) and one from
@@ -196,8 +273,6 @@ class Tracker:
         for noisy in ("mlflow.system_metrics", "mlflow.pyfunc"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
         self._mlflow = mlflow
-        self.root = (root or repo_root()).resolve()
-        self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
         mlflow.set_tracking_uri(self.tracking_uri)
         with _sqlite_init_lock(self.tracking_uri):
             if mlflow.get_experiment_by_name(experiment) is None:
@@ -223,24 +298,132 @@ class Tracker:
         parent_run_id: str | None = None,
         system_metrics: bool = False,
     ) -> Iterator[str]:
-        """Start (or resume, with run_id, a run killed before it ended) a run; yields its id. Ends it as FAILED if
-        the body raises. parent_run_id nests it under that run (the tag mlflow.parentRunId), leaving the parent as
-        it is. system_metrics: CPU, memory, disk and network (and GPU, where nvidia-ml-py is installed) sampled into
+        """Start (or resume, with run_id, a run that did not finish) a run; yields its id.
+
+        The run always ends in a true state: FINISHED when the body returns, KILLED on Ctrl-C or SIGTERM
+        (genlab.entry turns SIGTERM into KeyboardInterrupt), FAILED on an exception, with the reason in the tag
+        genlab.failure. A run whose process died without ending it (kill -9) is marked KILLED by the next stage
+        that starts one (end_orphaned_runs). When the tracking store itself fails, the exception becomes
+        TrackingUnavailable and the run is left for a rerun to resume.
+
+        parent_run_id nests it under that run (the tag mlflow.parentRunId), leaving the parent as it is.
+        system_metrics: CPU, memory, disk and network (and GPU, where nvidia-ml-py is installed) sampled into
         system/* metrics while the run lasts."""
         if system_metrics and "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL" not in os.environ:
             # MLflow's default, 10 s, leaves a run shorter than that with no samples (the monitor publishes only
             # while the run is active); 5 s costs a few hundred rows per hour.
             self._mlflow.set_system_metrics_sampling_interval(5)
-        with self._mlflow.start_run(
-            run_id=run_id,
-            run_name=run_name,
-            experiment_id=self.experiment.experiment_id,
-            tags=dict(tags or {}),
-            description=description,
-            parent_run_id=parent_run_id,  # read only: a finished parent keeps its status and end time
-            log_system_metrics=system_metrics,
-        ) as r:
-            yield r.info.run_id
+        try:
+            self.end_orphaned_runs(keep=run_id)
+            active = self._mlflow.start_run(
+                run_id=run_id,
+                run_name=run_name,
+                experiment_id=self.experiment.experiment_id,
+                tags={**dict(tags or {}), TAG_PROCESS: process_tag()},
+                description=description,
+                parent_run_id=parent_run_id,  # read only: a finished parent keeps its status and end time
+                log_system_metrics=system_metrics,
+            )
+        except Exception as e:
+            raise self.unavailable(e, "starting a run") from e
+        try:
+            yield active.info.run_id
+        except KeyboardInterrupt as e:
+            self._end("KILLED", f"interrupted ({_first_line(e) if str(e) else 'Ctrl-C'})")
+            raise
+        except TrackingUnavailable:
+            self._end("FAILED", None)
+            raise
+        except Exception as e:
+            if self._is_tracking_failure(e):
+                self._end("FAILED", None)
+                raise self.unavailable(e, "logging") from e
+            self._end("FAILED", _first_line(e))
+            raise
+        except BaseException as e:  # SystemExit from a stage
+            self._end("FAILED", _first_line(e))
+            raise
+        else:
+            try:
+                self._mlflow.end_run("FINISHED")
+            except Exception as e:
+                raise self.unavailable(e, "ending the run") from e
+
+    def _end(self, status: str, reason: str | None) -> None:
+        """End the active run as `status`, noting `reason`. Best effort when the store is what failed: MLflow
+        drops the run from its stack first, so nothing retries at exit, and the next run of the stage resumes it
+        or marks it KILLED."""
+        try:
+            if reason is not None:
+                self._mlflow.set_tag(TAG_FAILURE, reason)
+            self._mlflow.end_run(status)
+        except Exception as e:
+            if not self._is_tracking_failure(e):
+                raise
+            print(
+                f"genlab: could not mark the run {status} ({_first_line(e)}); a rerun resumes or marks it",
+                file=sys.stderr,
+            )
+
+    def _is_tracking_failure(self, e: BaseException) -> bool:
+        """MLflow's errors: its HTTP client raises MlflowException once its retries are spent, and its SQL store
+        wraps the database's errors in one."""
+        from mlflow.exceptions import MlflowException
+
+        return isinstance(e, MlflowException)
+
+    def unavailable(self, e: BaseException, doing: str) -> TrackingUnavailable:
+        return TrackingUnavailable(
+            f"{self.named} {self.tracking_uri} failed while {doing}: {_first_line(e)}. Training state is kept:"
+            " once the store answers again, rerun the stage (dvc repro) to resume the same run."
+        )
+
+    def end_orphaned_runs(self, keep: str | None = None) -> list[str]:
+        """Mark KILLED the RUNNING runs of this experiment whose process, on this host, is gone (kill -9, out of
+        memory, a power cut): they would otherwise stay RUNNING for ever. Runs of other hosts are left alone;
+        they are theirs to mark. `keep`: a run about to be resumed. Returns the ids marked."""
+        client = self._mlflow.MlflowClient()
+        runs = client.search_runs(
+            [self.experiment.experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000
+        )
+        marked = []
+        for run in runs:
+            tag = run.data.tags.get(TAG_PROCESS)
+            if run.info.run_id == keep or tag is None or process_alive(tag) is not False:
+                continue
+            client.set_tag(run.info.run_id, TAG_FAILURE, f"its process ({tag}) ended without ending the run (killed)")
+            client.set_terminated(run.info.run_id, "KILLED")
+            marked.append(run.info.run_id)
+        return marked
+
+    def unfinished_run(self, ledger: Path) -> str | None:
+        """The run a stage noted in `ledger` (JSON {"run_id": ...}) when it started, if that run is in this store
+        and did not finish: a rerun continues it instead of leaving it beside a new one."""
+        if not ledger.exists():
+            return None
+        try:
+            run_id = json.loads(ledger.read_text())["run_id"]
+        except (ValueError, KeyError, TypeError):
+            return None  # a ledger cut short by a kill names no run
+        return run_id if isinstance(run_id, str) and self.resumable(run_id) else None
+
+    def resumable(self, run_id: str) -> bool:
+        """Whether run_id is a run of this experiment, in this store, that did not finish (a rerun continues it)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self._mlflow.MlflowClient().get_run(run_id)
+        except MlflowException:
+            return False
+        return run.info.experiment_id == self.experiment.experiment_id and run.info.status != "FINISHED"
+
+    def logged_params(self, run_id: str) -> bool:
+        """Whether run_id has logged any params (a run killed at its very start has not)."""
+        return bool(self._mlflow.MlflowClient().get_run(run_id).data.params)
+
+    def logged_steps(self, run_id: str, key: str) -> set[int]:
+        """The steps at which run_id logged metric `key`."""
+        return {m.step for m in self._mlflow.MlflowClient().get_metric_history(run_id, key)}
 
     @contextmanager
     def stage_run(
@@ -255,9 +438,9 @@ class Tracker:
         that trained the checkpoint, named and tagged for the DVC experiment it runs in. Yields its id.
         `checkpoint`: the file's content, when the stage has loaded it already."""
         if checkpoint is None:
-            import torch
+            from genlab.checkpoints import load_checkpoint
 
-            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+            checkpoint = load_checkpoint(Path(checkpoint_path))
         # The checkpoint describes itself (genlab.checkpoints): its kind, its name in params.yaml, its config.
         name = checkpoint.get("name", checkpoint["kind"])
         variant = checkpoint["config"][name].get("variant")
