@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from genlab.config import Runtime  # noqa: E402
+from genlab.config import load_runtime  # noqa: E402
 from genlab.tracking import TAG_MODEL, Tracker, mlflow_server  # noqa: E402
 
 CHROMIUM_FLAGS = [
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     if browser is None:
         raise SystemExit("mlflow_screenshot: no chromium on PATH; install it with `apt-get install chromium`")
-    runtime = Runtime()
+    runtime = load_runtime()
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)
     if args.runs:
         run_ids = args.runs
