@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,19 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run([*git, "commit", "-qm", "scratch"], cwd=dest, check=True)
     return dest
+
+
+def stage_env(mirror: Path) -> dict[str, str]:
+    """The environment of a stage run in a scratch project: this one's, less any DVC_, GENLAB_ or MLFLOW_ setting,
+    offline, reading `mirror`, one thread."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_"))}
+    env.update(
+        GENLAB_DATA_MIRROR=str(mirror),
+        GENLAB_OFFLINE="1",
+        GENLAB_THREADS="1",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
+    )
+    return env
 
 
 def bin_path(name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import signal
 import subprocess
@@ -22,20 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from genlab.config import FLOOR, load_params
 
-from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, tiny_params
+from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, stage_env, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
-
-
-def stage_env(mirror: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_"))}
-    env.update(
-        GENLAB_DATA_MIRROR=str(mirror),
-        GENLAB_OFFLINE="1",
-        GENLAB_THREADS="1",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}",
-    )
-    return env
 
 
 def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: int = 600) -> subprocess.CompletedProcess:

@@ -33,8 +33,9 @@ def test_a_new_kind_runs_through_every_stage_with_no_other_edit(tmp_path, tiny_m
     params = tiny_params(sha, epochs=2)
     params["models"] = {"gan": "gan", "pixels": "pixels", "cpixels": "pixels"}
     del params["vae"], params["cgan"], params["cvae"]
-    params["pixels"] = {"epochs": 2}
-    params["cpixels"] = {"epochs": 2, "conditional": True}
+    section = {"conditional": False, "epochs": 2, "batch_size": 100, "lr": 0.05, "diagnostic_samples": 100}
+    params["pixels"] = {**section, "precision": "fp32", "compile": "eager"}
+    params["cpixels"] = {**params["pixels"], "conditional": True}
     project = make_project(tmp_path / "project", params)
     shutil.copytree(EXAMPLE, project / "src" / "genlab" / "models" / "pixels")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t.invalid"]

@@ -1,9 +1,25 @@
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
-from genlab.tracking import TAG_CHECKPOINT, TAG_MODEL, TAG_STAGE, Tracker, dvc_tags, mlflow_server, repo_root
+from genlab.errors import TrackingUnavailable
+from genlab.tracking import (
+    TAG_CHECKPOINT,
+    TAG_FAILURE,
+    TAG_MODEL,
+    TAG_STAGE,
+    Tracker,
+    dvc_tags,
+    mlflow_server,
+    repo_root,
+)
 
 
 @pytest.fixture
@@ -186,3 +202,52 @@ def test_what_the_pipeline_writes_does_not_make_the_working_copy_dirty(tmp_path,
     assert git_tags(tmp_path)["git.dirty"] == "true"
     (tmp_path / "params.yaml").write_text("seed: 1\n")  # a user's edit
     assert experiment_label(tmp_path, outputs=("metrics",)).endswith("+dirty")
+
+
+def test_a_run_ends_killed_on_ctrl_c_and_failed_on_an_error_with_the_reason(tracker):
+    client = MlflowClient()
+    with pytest.raises(KeyboardInterrupt):
+        with tracker.run(run_name="interrupted") as interrupted:
+            raise KeyboardInterrupt("signal SIGTERM")
+    with pytest.raises(ValueError):
+        with tracker.run(run_name="failed") as failed:
+            raise ValueError("gan diverged in epoch 3: loss_d is nan")
+    for run_id, status, reason in (
+        (interrupted, "KILLED", "interrupted (signal SIGTERM)"),
+        (failed, "FAILED", "gan diverged in epoch 3: loss_d is nan"),
+    ):
+        run = client.get_run(run_id)
+        assert run.info.status == status and run.data.tags[TAG_FAILURE] == reason
+
+
+def test_a_run_whose_process_was_killed_is_marked_killed_by_the_next_start(tracker, tmp_path):
+    """kill -9 inside a run leaves it RUNNING; the next run of the store marks it KILLED, and leaves a run of a live
+    process (this one) alone."""
+    script = (
+        "import os, signal\n"
+        "from genlab.tracking import Tracker\n"
+        f"t = Tracker({tracker.tracking_uri!r}, 'test', root=__import__('pathlib').Path({str(tmp_path)!r}))\n"
+        "with t.run(run_name='doomed') as run_id:\n"
+        "    print(run_id, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    doomed = done.stdout.split()[0]
+    client = MlflowClient()
+    assert client.get_run(doomed).info.status == "RUNNING"
+    with tracker.run(run_name="alive") as alive:
+        assert client.get_run(doomed).info.status == "KILLED"
+        assert "ended without ending the run (killed)" in client.get_run(doomed).data.tags[TAG_FAILURE]
+        assert tracker.end_orphaned_runs() == []  # this process's own run is alive
+        assert client.get_run(alive).info.status == "RUNNING"
+
+
+def test_an_unreachable_tracking_server_fails_within_seconds_naming_the_variable(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=r"^GENLAB_TRACKING_URI=http://127.0.0.1:9: no MLflow server answers"):
+        Tracker("http://127.0.0.1:9", "genlab", root=tmp_path)
+    assert time.monotonic() - start < 10
+    (tmp_path / "broken.db").write_bytes(b"not a database" * 100)
+    with pytest.raises(TrackingUnavailable, match=r"broken.db\?timeout=60 cannot be used"):
+        Tracker(f"sqlite:///{tmp_path / 'broken.db'}?timeout=60", "genlab", root=tmp_path)

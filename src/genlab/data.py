@@ -151,13 +151,16 @@ def _read_regular(path: Path) -> bytes:
     """A file's bytes, if it is a regular file of at most MAX_IDX_BYTES: a FIFO or a device would block or never
     end. Opened without blocking and checked on the open descriptor, so nothing can swap the file in between."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
+    try:
+        st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise DataError(f"{path}: not a regular file (a FIFO, device or directory); genlab reads only files")
         if st.st_size > MAX_IDX_BYTES:
             raise DataError(f"{path}: {st.st_size} bytes, over genlab's limit of {MAX_IDX_BYTES}")
-        return f.read()
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def _local_candidates(mirror: Path, filename: str) -> list[Path]:
@@ -207,14 +210,14 @@ def fetch_file(
             copies = _local_candidates(local_mirror, filename)
             sources += [(str(p), functools.partial(_read_regular, p)) for p in copies]
         except DataError as e:
-            problems.append(f"  - {e}")
+            problems.append(str(e))
     for origin, read in sources:
         try:
             blob = read()
             content = _maybe_gunzip(blob, origin)
             _verify(content, expected, origin)
         except (urllib.error.URLError, OSError, TimeoutError, DataError) as e:
-            problems.append(f"  - {origin}: {e}")
+            problems.append(str(e) if str(e).startswith(origin) else f"{origin}: {e}")
             mirror = next((b for b in spec.mirrors if origin.startswith(b)), None)
             # Not reachable, rather than a bad copy or an HTTP error for this one file (a server that answered).
             if mirror is not None and not isinstance(e, DataError | urllib.error.HTTPError):
@@ -227,9 +230,11 @@ def fetch_file(
         return content
     if not problems:
         why = "GENLAB_OFFLINE is set" if offline else f"dataset {spec.name!r} has no download mirror"
-        problems.append(f"  - {why} and GENLAB_DATA_MIRROR is not set")
+        problems.append(f"{why} and GENLAB_DATA_MIRROR is not set")
+    # One problem (the usual case: one local mirror) on the first line; several listed below it.
+    tried = problems[0] if len(problems) == 1 else "tried:\n" + "\n".join(f"  - {p}" for p in problems)
     raise DataError(
-        f"could not get a verified copy of {filename} for dataset {spec.name!r}:\n" + "\n".join(problems) + "\n"
+        f"could not get a verified copy of {filename} for dataset {spec.name!r}: {tried}\n"
         "Set GENLAB_DATA_MIRROR to a directory holding the IDX files (.gz or raw), e.g. ../shared/datasets/mnist."
     )
 

@@ -27,8 +27,8 @@ def restore_hint() -> str:
     if not stage:
         return ""
     return (
-        f"\n  DVC removed {stage}'s previous outputs before it ran; `dvc checkout {stage}` restores them from the"
-        " cache (see README, When a stage fails)."
+        f"\n  DVC removed {stage}'s previous outputs, if it had any, before it ran; `dvc checkout {stage}` restores"
+        " them from the cache (see README, When a stage fails)."
     )
 
 

@@ -107,8 +107,8 @@ def mlflow_server(
 
 def check_tracking_store(uri: str, named: str) -> None:
     """Fail fast, before any work, when a tracking server does not answer its /health endpoint within
-    PREFLIGHT_TIMEOUT_S. `named` says where the URI came from, for the message. Other stores are checked by their
-    first use (Tracker.__init__)."""
+    PREFLIGHT_TIMEOUT_S. `named`: how the message names the store (GENLAB_TRACKING_URI=<uri>). Other stores are
+    checked by their first use (Tracker.__init__)."""
     if not uri.startswith(("http://", "https://")):
         return
     try:
@@ -119,7 +119,7 @@ def check_tracking_store(uri: str, named: str) -> None:
     except OSError as e:  # URLError, connection refused, timeout
         reason = str(getattr(e, "reason", e))
     raise TrackingUnavailable(
-        f"{named} {uri}: no MLflow server answers ({reason}). Start it, check the address and port, or unset"
+        f"{named}: no MLflow server answers ({reason}). Start it, check the address and port, or unset"
         " GENLAB_TRACKING_URI to log to mlflow.db in the repository."
     )
 
@@ -255,13 +255,16 @@ class Tracker:
             os.environ.setdefault(var, value)
         self.root = (root or repo_root()).resolve()
         self.tracking_uri = tracking_uri or default_tracking_uri(self.root)
-        self.named = "GENLAB_TRACKING_URI=" if tracking_uri else "the tracking store"
+        # How messages name the store: the variable that chose it, or what it is.
+        self.named = (
+            f"GENLAB_TRACKING_URI={tracking_uri}" if tracking_uri else f"the tracking store {self.tracking_uri}"
+        )
         check_tracking_store(self.tracking_uri, self.named)
         try:
             self._connect(experiment)
         except Exception as e:  # MLflow's and its database driver's: the store exists but cannot be used
             raise TrackingUnavailable(
-                f"{self.named} {self.tracking_uri} cannot be used: {_first_line(e)}. Check that it is a readable,"
+                f"{self.named} cannot be used: {_first_line(e)}. Check that it is a readable,"
                 " writable MLflow store, or point GENLAB_TRACKING_URI at another."
             ) from e
 
@@ -374,7 +377,7 @@ class Tracker:
 
     def unavailable(self, e: BaseException, doing: str) -> TrackingUnavailable:
         return TrackingUnavailable(
-            f"{self.named} {self.tracking_uri} failed while {doing}: {_first_line(e)}. Training state is kept:"
+            f"{self.named} failed while {doing}: {_first_line(e)}. Training state is kept:"
             " once the store answers again, rerun the stage (dvc repro) to resume the same run."
         )
 
