@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from genlab import registry
-from genlab.config import Runtime, load_params
+from genlab.config import load_params, load_runtime
 from genlab.cpu_pins import SWITCH, VARIABLES
 from genlab.data import TrainingData
 from genlab.feature_extractor import build_classifier
@@ -292,7 +292,7 @@ def main() -> None:
         compare_pins(args)
         return
 
-    params, runtime = load_params(args.params), Runtime()
+    params, runtime = load_params(args.params), load_runtime()
     device = torch.device(runtime.device)
     threads = runtime.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)

@@ -211,7 +211,7 @@ class Trainer(ABC):
         epochs: int,
         *,
         state_path: Path | None = None,
-        checkpoint_every: int = 5,
+        checkpoint_every: int = 1,
         on_epoch: Callable[[EpochResult], None] | None = None,
         log: Callable[[str], None] = print,
     ) -> None:
