@@ -38,16 +38,13 @@ def main(params_path: str = "params.yaml") -> None:
     model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG
     # Training takes about a minute, so a killed run restarts from scratch, but in the same MLflow run: its id is
     # noted here until the stage ends, and the epochs it logged are not logged twice.
-    run_file = Path(paths.state) / "classifier.run.json"
-    resumed = tracker.unfinished_run(run_file)
     with tracker.run(
-        run_id=resumed,
-        run_name=None if resumed else "classifier",
+        run_name="classifier",
         tags={TAG_MODEL: "classifier", **git_tags(outputs=paths.git_tracked_outputs()), **dvc_tags()},
+        ledger=Path(paths.state) / "classifier.run.json",
     ) as run_id:
-        atomic_write_json(run_file, {"run_id": run_id})
-        logged = tracker.logged_steps(run_id, "train/loss") if resumed else set()
-        if not resumed or not tracker.logged_params(run_id):
+        logged = tracker.logged_steps(run_id, "train/loss")
+        if not tracker.logged_params(run_id):
             tracker.log_params(flatten(config))
 
         def on_epoch(epoch: int, loss: float) -> None:
@@ -87,7 +84,6 @@ def main(params_path: str = "params.yaml") -> None:
         tracker.set_tags(
             {TAG_CHECKPOINT: file_sha256(paths.classifier_model), "genlab.weights_sha256": summary["weights_sha256"]}
         )
-    run_file.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,20 @@ def test_an_unreachable_tracking_server_fails_within_seconds_naming_the_variable
     (tmp_path / "broken.db").write_bytes(b"not a database" * 100)
     with pytest.raises(TrackingUnavailable, match=r"broken.db\?timeout=60 cannot be used"):
         Tracker(f"sqlite:///{tmp_path / 'broken.db'}?timeout=60", "genlab", root=tmp_path)
+
+
+def test_a_run_with_a_ledger_is_continued_after_a_failure_and_the_ledger_goes_when_it_finishes(tracker, tmp_path):
+    ledger = tmp_path / "state" / "gan.run.json"
+    with pytest.raises(ValueError):
+        with tracker.run(run_name="gan", ledger=ledger) as first:
+            assert not tracker.logged_params(first) and tracker.logged_steps(first, "loss") == set()
+            tracker.log_params({"lr": 0.1})
+            tracker.log_metrics({"loss": 1.0}, step=1)
+            raise ValueError("stopped")
+    assert ledger.exists()
+    with tracker.run(run_name="another name", ledger=ledger) as second:
+        assert second == first and tracker.logged_params(second) and tracker.logged_steps(second, "loss") == {1}
+    run = MlflowClient().get_run(first)
+    assert run.info.status == "FINISHED" and run.info.run_name == "gan" and not ledger.exists()
+    with tracker.run(run_name="gan", ledger=ledger) as third:  # a finished run is not continued
+        assert third != first

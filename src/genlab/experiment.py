@@ -85,8 +85,6 @@ def train_and_track(
         tags["data.sha256"] = trainer.config["data_sha256"]
     key = config_key(trainer.config)
     state_path = outputs.state_dir / f"{name}-{key}.pt"
-    run_file = outputs.state_dir / f"{name}-{key}.run.json"
-    resumed_run = tracker.unfinished_run(run_file)
 
     git = git_tags(outputs=paths.git_tracked_outputs())  # what the pipeline writes does not make it dirty
     experiment = experiment_label(git=git)
@@ -105,16 +103,15 @@ def train_and_track(
         f" {dataset}, seed {trainer.seed}: {experiment}. Its render and evaluate runs are nested under it."
     )
     with tracker.run(
-        run_id=resumed_run,
-        run_name=None if resumed_run else run_title(name, variant, experiment),
+        run_name=run_title(name, variant, experiment),
         tags=all_tags,
         description=description,
         system_metrics=True,
+        ledger=outputs.state_dir / f"{name}-{key}.run.json",
     ) as run_id:
-        atomic_write_json(run_file, {"run_id": run_id})
-        # Epochs the run logged before it was stopped: a resumed run repeats those after its last checkpoint.
-        logged = tracker.logged_steps(run_id, "time/epoch_seconds") if resumed_run else set()
-        if resumed_run is None or not tracker.logged_params(run_id):
+        # Epochs a continued run logged before it was stopped: it repeats those after its last checkpoint.
+        logged = tracker.logged_steps(run_id, "time/epoch_seconds")
+        if not tracker.logged_params(run_id):
             tracker.log_config(trainer.config)
             if "data_sha256" in trainer.config:
                 origin = dataset_origin(dataset, paths.data)
@@ -153,8 +150,7 @@ def train_and_track(
             trainer.model, name=f"{name}_sampler", latent=latent, labels=labels, registered_name=f"genlab-{name}"
         )
 
-    # The run finished: its resumable state has served its purpose. Removing it makes `dvc repro --force`
-    # train from scratch rather than "resume" a finished run.
+    # The run finished (and Tracker.run removed its ledger): its resumable state has served its purpose. Removing
+    # it makes `dvc repro --force` train from scratch rather than "resume" a finished run.
     state_path.unlink(missing_ok=True)
-    run_file.unlink(missing_ok=True)
     return run_id

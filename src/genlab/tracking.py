@@ -293,15 +293,19 @@ class Tracker:
     @contextmanager
     def run(
         self,
-        run_id: str | None = None,
         run_name: str | None = None,
         tags: Mapping[str, str] | None = None,
         *,
         description: str | None = None,
         parent_run_id: str | None = None,
         system_metrics: bool = False,
+        ledger: Path | None = None,
     ) -> Iterator[str]:
-        """Start (or resume, with run_id, a run that did not finish) a run; yields its id.
+        """Start a run; yields its id.
+
+        ledger: a file that holds the run's id while it lasts. A run that did not finish (killed, failed, its store
+        lost) is continued, not duplicated, by the next run with the same ledger; the ledger is removed when the
+        run finishes. A continued run keeps its name; logged_params and logged_steps tell what it has logged.
 
         The run always ends in a true state: FINISHED when the body returns, KILLED on Ctrl-C or SIGTERM
         (genlab.entry turns SIGTERM into KeyboardInterrupt), FAILED on an exception, with the reason in the tag
@@ -317,10 +321,11 @@ class Tracker:
             # while the run is active); 5 s costs a few hundred rows per hour.
             self._mlflow.set_system_metrics_sampling_interval(5)
         try:
+            run_id = self.unfinished_run(ledger) if ledger is not None else None
             self.end_orphaned_runs(keep=run_id)
             active = self._mlflow.start_run(
                 run_id=run_id,
-                run_name=run_name,
+                run_name=None if run_id else run_name,
                 experiment_id=self.experiment.experiment_id,
                 tags={**dict(tags or {}), TAG_PROCESS: process_tag()},
                 description=description,
@@ -329,6 +334,10 @@ class Tracker:
             )
         except Exception as e:
             raise self.unavailable(e, "starting a run") from e
+        if ledger is not None:
+            from genlab.io import atomic_write_json
+
+            atomic_write_json(ledger, {"run_id": active.info.run_id})
         try:
             yield active.info.run_id
         except KeyboardInterrupt as e:
@@ -351,6 +360,8 @@ class Tracker:
                 self._mlflow.end_run("FINISHED")
             except Exception as e:
                 raise self.unavailable(e, "ending the run") from e
+            if ledger is not None:
+                ledger.unlink(missing_ok=True)
 
     def _end(self, status: str, reason: str | None) -> None:
         """End the active run as `status`, noting `reason`. Best effort when the store is what failed: MLflow
@@ -400,8 +411,8 @@ class Tracker:
         return marked
 
     def unfinished_run(self, ledger: Path) -> str | None:
-        """The run a stage noted in `ledger` (JSON {"run_id": ...}) when it started, if that run is in this store
-        and did not finish: a rerun continues it instead of leaving it beside a new one."""
+        """The run noted in `ledger` (JSON {"run_id": ...}, see run), if that run is in this store and did not
+        finish: a rerun continues it instead of leaving it beside a new one."""
         if not ledger.exists():
             return None
         try:
@@ -421,11 +432,12 @@ class Tracker:
         return run.info.experiment_id == self.experiment.experiment_id and run.info.status != "FINISHED"
 
     def logged_params(self, run_id: str) -> bool:
-        """Whether run_id has logged any params (a run killed at its very start has not)."""
+        """Whether run_id has logged any params (a new run, or one killed at its very start, has not)."""
         return bool(self._mlflow.MlflowClient().get_run(run_id).data.params)
 
     def logged_steps(self, run_id: str, key: str) -> set[int]:
-        """The steps at which run_id logged metric `key`."""
+        """The steps at which run_id logged metric `key` (none for a new run; for a continued one, those it need
+        not log again)."""
         return {m.step for m in self._mlflow.MlflowClient().get_metric_history(run_id, key)}
 
     @contextmanager
