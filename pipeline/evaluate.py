@@ -18,7 +18,7 @@ import sys
 from typing import Any
 
 from genlab import registry
-from genlab.config import FLOOR, ConfigError, flatten, load_params, load_runtime
+from genlab.config import FLOOR, flatten, load_params, load_runtime, require_at_most
 from genlab.data import TrainingData, dataset_checksum, dataset_origin
 from genlab.entry import run_stage
 from genlab.errors import GenlabError
@@ -41,11 +41,9 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     tracker = None if name == FLOOR else Tracker(runtime.tracking_uri, runtime.experiment)
     device = setup_torch(runtime.device, runtime.threads, seed)
     data = TrainingData.load(paths.data, device)
-    if name == FLOOR and cfg.num_samples > data.train_images.shape[0]:
-        raise ConfigError(
-            f"evaluate.num_samples = {cfg.num_samples} is more than the {data.train_images.shape[0]} training images"
-            " the floor draws from; choose at most that"
-        )
+    if name == FLOOR:
+        available = data.train_images.shape[0]
+        require_at_most("evaluate.num_samples", cfg.num_samples, available, "training images the floor draws from")
     classifier, feature_extractor = load_classifier(paths.classifier_model, device)
     if name != FLOOR:
         model, checkpoint = registry.load_model(paths.model(name), device)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from genlab.checkpoints import checkpoint_header
 from genlab.classifier_training import train_classifier
-from genlab.config import ConfigError, flatten, load_params, load_runtime
+from genlab.config import flatten, load_params, load_runtime, require_at_most
 from genlab.data import TrainingData, dataset_checksum
 from genlab.entry import run_stage
 from genlab.errors import GenlabError
@@ -28,11 +28,7 @@ def main(params_path: str = "params.yaml") -> None:
     tracker = Tracker(runtime.tracking_uri, runtime.experiment)  # before any work: fails fast without a store
     device = setup_torch(runtime.device, runtime.threads, params.seed)
     data = TrainingData.load(paths.data, device)
-    if cfg.batch_size > data.train_images.shape[0]:
-        raise ConfigError(
-            f"classifier.batch_size = {cfg.batch_size} is more than the {data.train_images.shape[0]} training"
-            " images; choose at most that"
-        )
+    require_at_most("classifier.batch_size", cfg.batch_size, data.train_images.shape[0], "training images")
     config = {"seed": params.seed, "data_sha256": dataset_checksum(paths.data), "classifier": cfg.model_dump()}
 
     model = build_classifier(cfg.model_dump()).to(device)  # initial weights from the seeded global RNG

@@ -297,6 +297,13 @@ class ConfigError(GenlabError):
     """A bad params.yaml or GENLAB_* variable. The message names the file and key, or the variable."""
 
 
+def require_at_most(key: str, value: int, available: int, what: str) -> None:
+    """Refuse params.yaml's `key` when it asks for more than the data has: limits the schema cannot know, checked
+    once the data is loaded."""
+    if value > available:
+        raise ConfigError(f"{key} = {value} is more than the {available} {what}; choose at most that")
+
+
 def _format_validation_error(err: ValidationError, name: Callable[[str], str], source: str) -> str:
     """One line per problem: '<source>: <key> = <value>: <what is wrong>'. name(dotted key) spells the key."""
     lines = []
