@@ -18,8 +18,14 @@ from typing import Any
 
 import torch
 
-from genlab.checkpoints import CHECKPOINT_FORMAT, CheckpointError, checkpoint_header, load_checkpoint
-from genlab.config import ConfigError, ModelSection
+from genlab.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    checkpoint_header,
+    load_checkpoint,
+    non_finite_count,
+)
+from genlab.config import ModelSection, require_at_most
 from genlab.data import TrainingData
 from genlab.errors import NonFiniteError
 from genlab.io import atomic_torch_save
@@ -68,11 +74,8 @@ class Trainer(ABC):
         diagnostics: Diagnostics | None = None,
     ):
         batch_size = getattr(cfg, "batch_size", None)
-        if batch_size is not None and batch_size > data.train_images.shape[0]:
-            raise ConfigError(
-                f"{name}.batch_size = {batch_size} is more than the {data.train_images.shape[0]} training images;"
-                " choose at most that"
-            )
+        if batch_size is not None:
+            require_at_most(f"{name}.batch_size", batch_size, data.train_images.shape[0], "training images")
         self.model = model.to(device)
         self.cfg = cfg
         self.name = name
@@ -192,11 +195,12 @@ class Trainer(ABC):
         """Raise NonFiniteError if an epoch's metrics or the model's parameters hold a NaN or an infinity. One
         device-to-host read per epoch: the parameter check is reduced on the device."""
         cause = next((f"{k} is {v}" for k, v in metrics.items() if not math.isfinite(v)), None)
-        params = [p.detach() for p in self.model.parameters() if p.is_floating_point()]
-        finite = torch.stack([p.isfinite().all() for p in params]).all() if params else torch.tensor(True)
-        if cause is None and not bool(finite):
-            bad = sum(int((~p.isfinite()).sum()) for p in params)
-            cause = f"{bad:,} of {sum(p.numel() for p in params):,} parameters are not finite"
+        if cause is None:
+            params = {n: p.detach() for n, p in self.model.named_parameters()}
+            flags = [p.isfinite().all() for p in params.values() if p.is_floating_point()]
+            if flags and not bool(torch.stack(flags).all()):
+                bad, total = non_finite_count(params)  # counted only when there is something to report
+                cause = f"{bad:,} of {total:,} parameters are not finite"
         if cause is not None:
             lr = getattr(self.cfg, "lr", None)
             advice = f"lower {self.name}.lr (now {lr:g})" if lr is not None else f"check {self.name}'s settings"
