@@ -253,11 +253,9 @@ def make_params(raw: dict[str, Any]) -> ParamsBase:
 TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
 
-class Runtime(BaseSettings):
-    """Settings that do not change results, from GENLAB_* environment variables (read them with load_runtime, whose
-    errors name the variable)."""
-
-    model_config = SettingsConfigDict(env_prefix="GENLAB_", frozen=True, extra="ignore", allow_inf_nan=False)
+class Runtime(Section):
+    """Settings that do not change results, from GENLAB_* environment variables: load_runtime reads them (field
+    `threads` from GENLAB_THREADS, and so on) and names the variable in its errors."""
 
     # Local directory with the dataset's IDX files (.gz or raw), tried after the official mirrors.
     data_mirror: Path | None = None
