@@ -373,3 +373,65 @@ def write_images(images, out: Path, *, nrow: int, scale: int) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+@main.group()
+def stack() -> None:
+    """The team stack on loopback: PostgreSQL, an S3 store (SeaweedFS) and `mlflow server` (genlab.stack)."""
+
+
+_PORT = click.IntRange(1, 65535)
+
+
+@stack.command("up")
+@click.option("--mlflow-port", type=_PORT, default=None, help="The tracking server's port. Default: a free one.")
+@click.option("--s3-port", type=_PORT, default=None, help="The S3 gateway's port. Default: a free one.")
+@click.option("--postgres-port", type=_PORT, default=None, help="PostgreSQL's port. Default: a free one.")
+def stack_up(mlflow_port: int | None, s3_port: int | None, postgres_port: int | None) -> None:
+    """Start what is not running, then print the addresses and the variables to export."""
+    from genlab import stack as team_stack
+    from genlab.tracking import repo_root
+
+    ports = {"mlflow": mlflow_port, "s3": s3_port, "postgres": postgres_port}
+    running = team_stack.up(repo_root(), ports, say=lambda line: click.echo(line, err=True))
+    click.echo(
+        f"tracking  {running.tracking_uri}\ns3        {running.s3_endpoint} (bucket {team_stack.BUCKET}: MLflow"
+        f" artifacts under {team_stack.MLFLOW_ARTIFACTS}, the DVC remote `stack` under {team_stack.DVC_REMOTE_URL})"
+        f"\npostgres  127.0.0.1:{running.ports['postgres']} (databases {', '.join(team_stack.DATABASES)})\n"
+        f'data      {running.directory}\n\nexport them in a shell with:  eval "$(genlab stack env)"',
+        err=True,
+    )
+
+
+@stack.command("down")
+def stack_down() -> None:
+    """Stop exactly what `up` started; data, logs and credentials stay for the next `up`."""
+    from genlab import stack as team_stack
+    from genlab.tracking import repo_root
+
+    team_stack.down(repo_root(), say=click.echo)
+
+
+@stack.command("status")
+def stack_status() -> None:
+    """Each service: running or stopped, answering or not, and its address. Exits 1 unless all run and answer."""
+    from genlab import stack as team_stack
+    from genlab.tracking import repo_root
+
+    rows = team_stack.status(repo_root())
+    for name, state, address in rows:
+        click.echo(f"{name:<9} {address:<16} {state}")
+    if not all(state.startswith("running (pid") for _, state, _ in rows):
+        raise SystemExit(1)
+
+
+@stack.command("env")
+def stack_env() -> None:
+    """`export` lines for a client shell: eval "$(genlab stack env)". GENLAB_STACK_DIR names another clone's stack."""
+    import shlex
+
+    from genlab import stack as team_stack
+    from genlab.tracking import repo_root
+
+    for key, value in team_stack.current(repo_root()).environment().items():
+        click.echo(f"export {key}={shlex.quote(value)}")
