@@ -7,12 +7,14 @@ import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads
 
 # isort: split
 
+import os
 import sys
 
 from genlab import registry
 from genlab.config import load_params, load_runtime
 from genlab.data import TrainingData, dataset_checksum
 from genlab.diagnostics import sample_diagnostics
+from genlab.distributed import World, relaunch, under_torchrun
 from genlab.entry import run_stage
 from genlab.errors import GenlabError
 from genlab.experiment import train_and_track
@@ -27,8 +29,15 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     if name not in params.models:
         raise GenlabError(f"{name!r} is not in params.yaml's models {sorted(params.models)}")
     kind, cfg, paths = params.models[name], params.model(name).resolved(), params.paths
-    tracker = Tracker(runtime.tracking_uri, runtime.experiment)  # before any work: fails fast without a store
-    device = setup_torch(runtime.device, runtime.threads, params.seed)
+    world = World.from_env()
+    # Before any work: fails fast without a store. Under torchrun only rank 0 logs.
+    tracker = Tracker(runtime.tracking_uri, runtime.experiment) if world.is_main else None
+    if runtime.processes > 1 and not under_torchrun():
+        relaunch(runtime.processes)  # GENLAB_PROCESSES=N: this script again, as N ranks
+        return
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
+    device = world.device(setup_torch(runtime.device, runtime.threads, params.seed, local_ranks))
+    world.init(device)
 
     data = TrainingData.load(paths.data, device)
     # Before the classifier is built: initial weights come from the seeded global RNG.
@@ -40,6 +49,8 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         "classifier_sha256": record["weights_sha256"],  # the feature space of the per-epoch diagnostics
         name: cfg.record(),
     }
+    if world.distributed:
+        config["world_size"] = world.size  # another optimisation's bits: its own run and resumable state
     trainer = registry.trainer_class(kind)(
         model,
         cfg,
@@ -49,9 +60,15 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         seed=params.seed,
         device=device,
         diagnostics=lambda images, labels: sample_diagnostics(classifier, images, labels),
+        world=world,
     )
     epochs = cfg.epochs  # type: ignore[attr-defined]
-    train_and_track(trainer, tracker=tracker, epochs=epochs, dataset=params.data.dataset, paths=paths, runtime=runtime)
+    try:
+        train_and_track(
+            trainer, tracker=tracker, epochs=epochs, dataset=params.data.dataset, paths=paths, runtime=runtime
+        )
+    finally:
+        world.finish()
 
 
 if __name__ == "__main__":

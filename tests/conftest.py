@@ -115,7 +115,7 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
 def stage_env(mirror: Path) -> dict[str, str]:
     """The environment of a stage run in a scratch project: this one's, less any DVC_, GENLAB_ or MLFLOW_ setting,
     offline, reading `mirror`, one thread."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_", "AWS_"))}
     env.update(
         GENLAB_DATA_MIRROR=str(mirror),
         GENLAB_OFFLINE="1",

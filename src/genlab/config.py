@@ -267,6 +267,9 @@ class Runtime(Section):
     # Epochs between resumable checkpoints: 1 loses at most one epoch to a kill. A save costs 75 ms for the GAN
     # (40 MB) and 33 ms for the VAE, under 1% of an epoch on a 2-core CPU (docs/faults.md).
     checkpoint_every: Annotated[int, Field(gt=0, le=10_000)] = 1
+    # Training processes on this machine (DistributedDataParallel under torchrun, genlab.distributed). Unlike the
+    # other settings it changes the bits: the run's config (params, checkpoint) records world_size when above 1.
+    processes: Annotated[int, Field(ge=1, le=1024)] = 1
     # MLflow: by default sqlite:///<repo root>/mlflow.db and artifacts in <repo root>/mlruns.
     tracking_uri: str | None = None
     experiment: Annotated[str, Field(min_length=1, max_length=256)] = "genlab"

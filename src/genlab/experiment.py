@@ -69,22 +69,27 @@ def history_csv(history: list[dict[str, float]]) -> str:
 
 
 def train_and_track(
-    trainer: Trainer, *, tracker: Tracker, epochs: int, dataset: str, paths: PathsConfig, runtime: Runtime
-) -> str:
+    trainer: Trainer, *, tracker: Tracker | None, epochs: int, dataset: str, paths: PathsConfig, runtime: Runtime
+) -> str | None:
     """Train (resuming if a checkpoint of the same config exists), log to MLflow, write the DVC outputs.
 
     Returns the MLflow run id. trainer.config becomes the run's params; the model's sampler is logged as the MLflow
     model. One run per configuration: a rerun after a kill, a failure or a lost tracking server continues the run
     that did not finish (its id is kept beside the resumable state), logging only the epochs it has not logged.
+    Under torchrun, only rank 0 has a tracker and writes; the other ranks train beside it and return None.
     """
     name = trainer.name
     outputs = TrainingOutputs.of(paths, name)
     checkpoint_every = runtime.checkpoint_every
+    key = config_key(trainer.config)
+    state_path = outputs.state_dir / f"{name}-{key}.pt"
+    if tracker is None:
+        trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every)
+        trainer.state_dict()  # its part in the collective of rank 0's final save
+        return None
     tags = {"genlab.device": str(trainer.device)}
     if "data_sha256" in trainer.config:
         tags["data.sha256"] = trainer.config["data_sha256"]
-    key = config_key(trainer.config)
-    state_path = outputs.state_dir / f"{name}-{key}.pt"
 
     git = git_tags(outputs=paths.git_tracked_outputs())  # what the pipeline writes does not make it dirty
     experiment = experiment_label(git=git)

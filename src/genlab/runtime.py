@@ -11,8 +11,9 @@ import torch
 from genlab.config import ConfigError
 
 
-def setup_torch(device: str, threads: int, seed: int) -> torch.device:
-    """Pick the device, fix the thread count and seed every generator. Call once, before building models."""
+def setup_torch(device: str, threads: int, seed: int, processes_here: int = 1) -> torch.device:
+    """Pick the device, fix the thread count and seed every generator. Call once, before building models.
+    processes_here: training processes sharing this machine's cores (torchrun's LOCAL_WORLD_SIZE)."""
     if device == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError("GENLAB_DEVICE=cuda but no CUDA device is visible; unset it to train on the CPU")
@@ -23,7 +24,7 @@ def setup_torch(device: str, threads: int, seed: int) -> torch.device:
         torch.backends.cudnn.benchmark = False
     torch.use_deterministic_algorithms(True)
     # On a small machine, one thread per *available* core; oversubscription thrashes (see bench/).
-    n = threads or len(os.sched_getaffinity(0))
+    n = threads or max(1, len(os.sched_getaffinity(0)) // processes_here)
     torch.set_num_threads(n)
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -27,6 +27,7 @@ from genlab.checkpoints import (
 )
 from genlab.config import ModelSection, require_at_most
 from genlab.data import TrainingData
+from genlab.distributed import RANK_STREAM_BASE, World
 from genlab.errors import NonFiniteError
 from genlab.io import atomic_torch_save
 from genlab.models.base import GenerativeModel
@@ -72,7 +73,9 @@ class Trainer(ABC):
         seed: int,
         device: torch.device,
         diagnostics: Diagnostics | None = None,
+        world: World | None = None,
     ):
+        """world: this process's rank among torchrun's processes (genlab.distributed); default one process."""
         batch_size = getattr(cfg, "batch_size", None)
         if batch_size is not None:
             require_at_most(f"{name}.batch_size", batch_size, data.train_images.shape[0], "training images")
@@ -85,7 +88,15 @@ class Trainer(ABC):
         self.seed = seed
         self.device = device
         self.precision: str = cfg.precision  # type: ignore[attr-defined]
-        self.rng = make_generator(seed, stream=1, device=device)
+        self.world = world or World()
+        # Batch order: the same stream on every rank, so the ranks' shards of a global batch are disjoint. On one
+        # process it also draws the noise and dropout masks (self.rng is then the same generator); each rank of
+        # several draws those from its own stream.
+        self.order_rng = make_generator(seed, stream=1, device=device)
+        self.rng = self.order_rng
+        if self.world.distributed:
+            self.rng = make_generator(seed, stream=RANK_STREAM_BASE + self.world.rank, device=device)
+        self._global_batch = 0
         self.epoch = 0
         self.history = History()
         compile_mode: str = cfg.compile  # type: ignore[attr-defined]
@@ -96,11 +107,28 @@ class Trainer(ABC):
                 module.compile(mode=compile_mode)
 
     def batches(self, n: int, batch_size: int) -> Iterator[torch.Tensor]:
-        """An epoch's shuffled minibatch indices (genlab.streams.batch_indices on the trainer's stream), with a
-        progress bar on a terminal."""
+        """An epoch's shuffled minibatch indices (genlab.streams.batch_indices on the batch-order stream), with a
+        progress bar on a terminal; under torchrun, this rank's shard of each global batch."""
         total = -(-n // batch_size)
         desc = f"{self.name} epoch {self.epoch + 1}"
-        return progress(batch_indices(n, batch_size, self.rng, self.device), total=total, desc=desc)
+        order = batch_indices(n, batch_size, self.order_rng, self.device)
+        if not self.world.distributed:
+            yield from progress(order, total=total, desc=desc)
+            return
+        for indices in progress(order, total=total, desc=desc) if self.world.is_main else order:
+            self._global_batch = indices.shape[0]
+            yield self.world.shard(indices)
+
+    def for_backward(self, loss: torch.Tensor, batch: int) -> torch.Tensor:
+        """A rank's mean loss over its `batch` samples, weighted so that DDP's average of the ranks' gradients is the
+        global batch's mean gradient (see genlab.distributed). One process: the loss itself."""
+        if not self.world.distributed:
+            return loss
+        return loss * (batch * self.world.size / self._global_batch)
+
+    def epoch_totals(self, sums: torch.Tensor) -> torch.Tensor:
+        """An epoch's per-sample sums, over all ranks' shards."""
+        return self.world.all_sum(sums)
 
     def compile_targets(self) -> list[torch.nn.Module]:
         return [self.model]
@@ -135,16 +163,19 @@ class Trainer(ABC):
         return None
 
     def diagnose(self) -> dict[str, float]:
-        if self.diagnostics is None:
+        if self.diagnostics is None or not self.world.is_main:  # only rank 0 logs them
             return {}
         batch = self.diagnostic_images()
         return {} if batch is None or batch[0].shape[0] == 0 else self.diagnostics(*batch)
 
     # -- checkpoints ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        rng = {"trainer": self.rng.get_state(), "torch": torch.get_rng_state()}
+        """Under torchrun a collective (it gathers every rank's random stream): call it on all ranks."""
+        rng: dict[str, Any] = {"trainer": self.order_rng.get_state(), "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.world.distributed:
+            rng["ranks"] = self.world.gather(self.rng.get_state().cpu())
         return {
             **checkpoint_header(self.kind, self.name),
             "config": self.config,
@@ -167,7 +198,12 @@ class Trainer(ABC):
         self.model.load_state_dict(state["model"])
         for name, opt in self.optimizers().items():
             opt.load_state_dict(state["optimizers"][name])
-        self.rng.set_state(state["rng"]["trainer"])
+        self.order_rng.set_state(state["rng"]["trainer"])
+        if self.world.distributed:
+            ranks = state["rng"].get("ranks", [])
+            if len(ranks) != self.world.size:
+                raise CheckpointError(f"checkpoint was made by {len(ranks) or 1} processes, not {self.world.size}")
+            self.rng.set_state(ranks[self.world.rank])
         torch.set_rng_state(state["rng"]["torch"])
         if self.device.type == "cuda" and "cuda" in state["rng"]:
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
@@ -185,8 +221,10 @@ class Trainer(ABC):
             self.load_state_dict(load_checkpoint(state_path, self.device))
         except (CheckpointError, KeyError, RuntimeError, TypeError) as e:
             self.load_state_dict(initial)
+            self.world.barrier()  # every rank has read it before rank 0 moves it
             aside = state_path.with_name(f"{state_path.name}.unusable-{os.getpid()}")
-            state_path.rename(aside)
+            if self.world.is_main:
+                state_path.rename(aside)
             log(f"[{self.name}] cannot resume: {e}; moved it to {aside}, training from epoch 0")
             return
         log(f"[{self.name}] resumed from {state_path} at epoch {self.epoch}")
@@ -221,6 +259,8 @@ class Trainer(ABC):
     ) -> None:
         """Train up to `epochs`, resuming from state_path when it holds a checkpoint of this configuration. Raises
         NonFiniteError, before the epoch is recorded or saved, when it produced a NaN or an infinity."""
+        if not self.world.is_main:
+            log, on_epoch = (lambda line: None), None
         if state_path is not None and state_path.exists():
             self.resume(state_path, log)
         start_epoch, t_start = self.epoch, time.perf_counter()
@@ -241,4 +281,6 @@ class Trainer(ABC):
             if on_epoch is not None:
                 on_epoch(EpochResult(self.epoch, metrics, snapshot, seconds))
             if state_path is not None and (self.epoch % checkpoint_every == 0 or self.epoch == epochs):
-                atomic_torch_save(state_path, self.state_dict())
+                state = self.state_dict()
+                if self.world.is_main:
+                    atomic_torch_save(state_path, state)

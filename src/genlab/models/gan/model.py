@@ -218,13 +218,20 @@ class GAN(GenerativeModel):
         return self.sample_latent(n, generator)
 
     def discriminator_loss(
-        self, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None
+        self,
+        real: torch.Tensor,
+        fake: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        *,
+        discriminator: nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Returns (loss, real logits, fake logits). `fake` should be detached from the generator. Conditional: real
-        and fake images both carry `labels`."""
+        and fake images both carry `labels`. `discriminator`: the network to run, self.discriminator or a
+        DistributedDataParallel wrapper of it (genlab.distributed)."""
+        discriminator = self.discriminator if discriminator is None else discriminator
         # One forward pass over [real; fake]: half the layer calls, and matmuls twice as tall run faster.
         both = None if labels is None else torch.cat([labels, labels])
-        logits = self.discriminator(torch.cat([real, fake]), both)
+        logits = discriminator(torch.cat([real, fake]), both)
         real_logits, fake_logits = logits[: real.shape[0]], logits[real.shape[0] :]
         # One-sided label smoothing when real_label < 1 (Salimans et al. 2016, sec. 3.4).
         real_target = torch.full_like(real_logits, self.real_label)

@@ -32,6 +32,11 @@ class GanTrainer(Trainer):
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = adam(model.generator.parameters(), lr=cfg.lr, betas=betas, device=device)
         self.opt_d = adam(model.discriminator.parameters(), lr=cfg.lr, betas=betas, device=device)
+        # Under torchrun, DDP wrappers that sync the gradients of the steps they take part in: the discriminator's
+        # step runs both networks through them. The generator's step runs the bare discriminator, whose weights
+        # take no gradient there.
+        self.generator_net = self.world.replicate(model.generator)
+        self.discriminator_net = self.world.replicate(model.discriminator)
         # The same input every epoch, from its own stream, so grids are comparable across epochs and runs. A
         # conditional GAN draws ten rows from the same noise, row k asking for digit k.
         fixed = make_generator(seed, stream=2, device=device)
@@ -61,10 +66,12 @@ class GanTrainer(Trainer):
             labels = None if self.labels is None else self.labels.index_select(0, idx)
             b = real.shape[0]
             with self.autocast():
-                fake = gan.generator(gan.sample_noise(b, self.rng), labels)
-                loss_d, real_logits, fake_logits = gan.discriminator_loss(real, fake.detach(), labels)
+                fake = self.generator_net(gan.sample_noise(b, self.rng), labels)
+                loss_d, real_logits, fake_logits = gan.discriminator_loss(
+                    real, fake.detach(), labels, discriminator=self.discriminator_net
+                )
             self.opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
+            self.for_backward(loss_d, b).backward()
             self.opt_d.step()
 
             # Generator step. The discriminator's weights need no gradients here: skipping them saves a third
@@ -73,7 +80,7 @@ class GanTrainer(Trainer):
             with self.autocast():
                 loss_g, _ = gan.generator_loss(fake, labels)
             self.opt_g.zero_grad(set_to_none=True)
-            loss_g.backward()
+            self.for_backward(loss_g, b).backward()
             self.opt_g.step()
             gan.discriminator.requires_grad_(True)
 
@@ -87,7 +94,7 @@ class GanTrainer(Trainer):
                         (real_logits > 0).sum() + (fake_logits < 0).sum(),
                     ]
                 )
-        s = (sums / n).tolist()  # the one host sync of the epoch
+        s = (self.epoch_totals(sums) / n).tolist()  # the one host sync of the epoch
         return {
             "loss_d": s[0],
             "loss_g": s[1],

@@ -112,11 +112,17 @@ class VAE(GenerativeModel):
         return self.decode_logits(z, labels), mu, logvar
 
     def loss(
-        self, x: torch.Tensor, generator: torch.Generator | None = None, labels: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        labels: torch.Tensor | None = None,
+        *,
+        network: nn.Module | None = None,
     ) -> VaeLoss:
         """Negative ELBO per image: BCE summed over pixels + KL(q(z|x) || N(0, I)) (Kingma & Welling, appendix B).
-        Conditional: of log p(x|y), with q(z|x,y) and p(x|z,y)."""
-        logits, mu, logvar = self(x, generator, labels)
+        Conditional: of log p(x|y), with q(z|x,y) and p(x|z,y). `network`: what runs the forward pass, this VAE
+        or a DistributedDataParallel wrapper of it (genlab.distributed)."""
+        logits, mu, logvar = (self if network is None else network)(x, generator, labels)
         reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / x.shape[0]
         return VaeLoss(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)

@@ -31,6 +31,7 @@ class VaeTrainer(Trainer):
         self.batch_size = cfg.batch_size
         self.eval_batch_size = eval_batch_size
         self.opt = adam(model.parameters(), lr=cfg.lr, device=device)
+        self.network = self.world.replicate(model)  # under torchrun, DDP syncs its gradients
         self.fixed_images = data.test_images[: cfg.num_reconstructions]
         # Conditional: ten rows of generated digits from the same prior draws, row k asking for digit k.
         self.fixed_z: torch.Tensor | None = None
@@ -52,22 +53,18 @@ class VaeTrainer(Trainer):
             x = self.data.index_select(0, idx)
             labels = None if self.labels is None else self.labels.index_select(0, idx)
             with self.autocast():
-                out = vae.loss(x, self.rng, labels)
+                out = vae.loss(x, self.rng, labels, network=self.network)
             self.opt.zero_grad(set_to_none=True)
-            out.loss.backward()
+            self.for_backward(out.loss, x.shape[0]).backward()
             self.opt.step()
             with torch.no_grad():
                 sums += torch.stack([out.loss, out.reconstruction, out.kl]) * x.shape[0]
-        s = (sums / n).tolist()
-        test = evaluate_loss(vae, self.test, self.test_labels, seed=self.seed, batch_size=self.eval_batch_size)
-        return {
-            "loss": s[0],
-            "reconstruction": s[1],
-            "kl": s[2],
-            "test_loss": test["loss"],
-            "test_reconstruction": test["reconstruction"],
-            "test_kl": test["kl"],
-        }
+        s = (self.epoch_totals(sums) / n).tolist()
+        metrics = {"loss": s[0], "reconstruction": s[1], "kl": s[2]}
+        if self.world.is_main:  # only rank 0 logs
+            test = evaluate_loss(vae, self.test, self.test_labels, seed=self.seed, batch_size=self.eval_batch_size)
+            metrics.update(test_loss=test["loss"], test_reconstruction=test["reconstruction"], test_kl=test["kl"])
+        return metrics
 
     @torch.no_grad()
     def snapshot(self) -> torch.Tensor:
