@@ -435,3 +435,49 @@ def stack_env() -> None:
 
     for key, value in team_stack.current(repo_root()).environment().items():
         click.echo(f"export {key}={shlex.quote(value)}")
+
+
+@main.command()
+@click.argument("space", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--storage", default=None, help="Optuna's database. Default: GENLAB_SWEEP_STORAGE, or .genlab/optuna.db")
+@click.option("--push", "push", default=None, metavar="GIT_REMOTE",
+              help="dvc exp push each trial's experiment there (its outputs to the DVC remote).")  # fmt: skip
+def sweep(space: Path, storage: str | None, push: str | None) -> None:
+    """Join the Optuna study of SPACE (a search-space YAML, see sweeps/) and run its trials as DVC experiments
+    until it has as many as it asks for. Start one per machine (each in its own clone) to share the work."""
+    from genlab import sweep as sweeps
+    from genlab.tracking import repo_root
+
+    root = repo_root()
+    spec = sweeps.SweepSpec.load(space)
+    study = sweeps.run_worker(root, spec, storage or sweeps.storage_url(root), push=push, say=click.echo)
+    click.echo(f"study {spec.study}: {len(study.trials)} trials ({spec.metric}, {spec.direction}); best first:")
+    for line in sweeps.summary(study):
+        click.echo(line)
+
+
+def _dvc_transfer(command: str, remote: str | None, args: tuple[str, ...]) -> None:
+    import subprocess
+
+    from genlab import stack as team_stack
+    from genlab.tracking import repo_root
+
+    root = repo_root()
+    name = team_stack.check_remote(root, remote)
+    raise SystemExit(subprocess.run([_dvc(), command, "-r", name, *args], cwd=root).returncode)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-r", "--remote", default=None, help="A DVC remote. Default: .dvc/config's default (stack).")
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+def push(remote: str | None, dvc_args: tuple[str, ...]) -> None:
+    """dvc push, after checking that the remote answers, with these credentials, and has its bucket."""
+    _dvc_transfer("push", remote, dvc_args)
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.option("-r", "--remote", default=None, help="A DVC remote. Default: .dvc/config's default (stack).")
+@click.argument("dvc_args", nargs=-1, type=click.UNPROCESSED)
+def pull(remote: str | None, dvc_args: tuple[str, ...]) -> None:
+    """dvc pull, after the same checks as push: DVC's own pull says "Everything is up to date" without a remote."""
+    _dvc_transfer("pull", remote, dvc_args)

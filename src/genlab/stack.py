@@ -543,3 +543,56 @@ def status(root: Path) -> list[tuple[str, str, str]]:
                     continue
         rows.append((name, f"running (pid {record['pid']})" if answers else "running, not answering", address))
     return rows
+
+
+# --- the DVC remote -------------------------------------------------------------------------------------------
+
+
+def _dvc(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "dvc"), *args], cwd=root, capture_output=True, text=True)
+
+
+def check_remote(root: Path, remote: str | None = None) -> str:
+    """Before `dvc push/pull`: the remote is configured and, for an S3 one, answers with these credentials and
+    has its bucket. DVC's own `dvc pull` without a remote says "Everything is up to date" and exits 0. Returns
+    the remote's name; raises StackError naming what to fix."""
+    if remote is None:
+        default = _dvc(root, "remote", "default")
+        remote = default.stdout.strip()
+        if default.returncode != 0 or not remote:
+            raise StackError(
+                "no default DVC remote in .dvc/config: `dvc remote add -d stack s3://genlab/dvc` (the stack's),"
+                " or name one with -r"
+            )
+    url = _dvc(root, "config", f"remote.{remote}.url").stdout.strip()
+    if not url:
+        raise StackError(f"DVC remote {remote!r} is not configured: `dvc remote list` shows those there are")
+    if not url.startswith("s3://"):
+        return remote
+    endpoint = _dvc(root, "config", f"remote.{remote}.endpointurl").stdout.strip() or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint or not os.environ.get("AWS_ACCESS_KEY_ID"):
+        raise StackError(
+            f"DVC remote {remote!r} ({url}) needs AWS_ENDPOINT_URL and the S3 key pair: run"
+            ' eval "$(genlab stack env)" (GENLAB_STACK_DIR=<the stack\'s directory> from another clone)'
+        )
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1}, connect_timeout=5))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except ClientError as e:
+        code = e.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchBucket"):
+            raise StackError(f"{endpoint} has no bucket {bucket!r} (DVC remote {remote!r}): `genlab stack up` makes"
+                             " it on the stack; elsewhere create it") from None  # fmt: skip
+        if code in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
+            raise StackError(f"{endpoint} refuses AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for bucket {bucket!r}"
+                             f" ({code}): export the stack's with eval \"$(genlab stack env)\"") from None  # fmt: skip
+        raise StackError(f"{endpoint}: bucket {bucket!r}: {code or e}") from None
+    except BotoCoreError as e:
+        raise StackError(f"no S3 store answers at {endpoint} (DVC remote {remote!r}): {e}. Is the stack up"
+                         " (genlab stack status)?") from None  # fmt: skip
+    return remote
