@@ -6,7 +6,7 @@ BIN    := $(CURDIR)/$(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup run test test-e2e browser test-fast lint bench check-repro check-repro-workspace compare
+.PHONY: setup run test test-e2e test-stack stack stack-down browser test-fast lint bench check-repro check-repro-workspace compare
 
 setup: $(STAMP)
 
@@ -23,12 +23,24 @@ run: $(STAMP)
 
 ## The test suite, all but the pipeline runs end to end (CI runs it, then test-e2e).
 test: $(STAMP)
-	python -m pytest -q -m "not e2e" --durations=8
+	python -m pytest -q -m "not e2e and not stack" --durations=8
 
 ## The pipeline end to end: real dvc repro and queued dvc exp sweeps in scratch projects, real MNIST, the MLflow UI
 ## in headless Chromium (~13 min).
 test-e2e: $(STAMP) browser
 	python -m pytest -q -m e2e --durations=8
+
+## The team stack for real on loopback: PostgreSQL, SeaweedFS (S3), mlflow server; a tiny pipeline logged to it,
+## dvc push/pull between clones, queued experiments, a 2-worker sweep, 2-process torchrun training (~N min).
+test-stack: $(STAMP)
+	python -m pytest -q -m stack --durations=8
+
+## Start the team stack (PostgreSQL, an S3 store, mlflow server) on free loopback ports; prints what to export.
+stack: $(STAMP)
+	genlab stack up
+
+stack-down: $(STAMP)
+	genlab stack down
 
 ## Debian's Chromium, for the browser test (a no-op where one is installed; installing needs root and apt).
 browser:
@@ -37,7 +49,7 @@ browser:
 
 ## The developers' inner loop: the unit tests only (no dvc repro, no real MNIST, no servers).
 test-fast: $(STAMP)
-	python -m pytest -q -m "not slow"
+	python -m pytest -q -m "not slow and not stack"
 
 ## What CI's lint job runs; .pre-commit-config.yaml runs the same commands.
 lint: $(STAMP)

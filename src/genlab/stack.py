@@ -266,6 +266,13 @@ def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) 
     files.postgres.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         shutil.chown(files.postgres, PG_OS_USER, PG_OS_USER)
+        reach = subprocess.run(_as_postgres_user(["test", "-w", str(files.postgres)]), capture_output=True)
+        if reach.returncode != 0:
+            raise StackError(
+                f"PostgreSQL runs as the '{PG_OS_USER}' account here (the stack runs as root) and cannot reach"
+                f" {files.postgres}: a directory above it is closed to other users. Set GENLAB_STACK_DIR to a"
+                " directory it can reach, open the parents (chmod o+x), or run as an unprivileged user"
+            )
     if not version_file.exists():
         password_file = files.postgres / "initdb.pw"
         password_file.write_text(credentials.pg_password + "\n")
@@ -313,6 +320,10 @@ def _create_databases(stack: Stack) -> None:
                     cursor.execute(f'CREATE DATABASE "{database}"')
     finally:
         connection.close()
+    # Optuna's tables, made once here: sweep workers that meet an empty database would race to create them.
+    import optuna
+
+    optuna.storages.RDBStorage(stack.database_uri("optuna"))
 
 
 def _postmaster(files: StackDirectory) -> dict[str, Any] | None:

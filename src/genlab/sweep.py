@@ -25,6 +25,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -120,21 +122,31 @@ def run_worker(
     """Join (or create) the study and run trials in this clone until the study has spec.trials of them. Returns
     the study. push: a git remote to `dvc exp push` each trial's experiment to (its outputs go to the DVC remote)."""
     import optuna
+    import sqlalchemy
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec.check_against(root / "params.yaml")
-    try:
-        study = optuna.create_study(
-            study_name=spec.study,
-            storage=optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180),
-            direction=spec.direction,
-            load_if_exists=True,
-        )
-    except Exception as e:  # noqa: BLE001  SQLAlchemy's errors: bad URL, refused connection, bad password
-        raise GenlabError(
-            f"Optuna storage {_redacted(storage)}: {type(e).__name__}: {str(e).splitlines()[0]}. Start the stack"
-            ' (genlab stack up; eval "$(genlab stack env)") or set GENLAB_SWEEP_STORAGE'
-        ) from None
+    study = None
+    for attempt in range(3):
+        try:
+            # Heartbeats ("experimental" in Optuna 5) fail the trials of a worker that died.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                storage_ = optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+            study = optuna.create_study(
+                study_name=spec.study, storage=storage_, direction=spec.direction, load_if_exists=True
+            )
+            break
+        except Exception as e:  # noqa: BLE001  SQLAlchemy's errors: bad URL, refused connection, bad password
+            # Two workers that meet an empty database both create Optuna's tables; the loser retries.
+            if attempt < 2 and isinstance(e, sqlalchemy.exc.IntegrityError):
+                time.sleep(1 + attempt)
+                continue
+            raise GenlabError(
+                f"Optuna storage {_redacted(storage)}: {type(e).__name__}: {str(e).splitlines()[0]}. Start the stack"
+                ' (genlab stack up; eval "$(genlab stack env)") or set GENLAB_SWEEP_STORAGE'
+            ) from None
+    assert study is not None
     if study.direction.name.lower() != spec.direction:
         found = study.direction.name.lower()
         raise ConfigError(f"study {spec.study!r} exists with direction {found}, not {spec.direction}: rename the study")

@@ -20,10 +20,12 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import warnings
@@ -142,6 +144,27 @@ def process_alive(tag: str) -> bool | None:
         return f"{psutil.Process(int(pid)).create_time():.2f}" == started
     except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
         return False
+
+
+@contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """A Ctrl-C or SIGTERM that arrives while a run's end is written takes effect once it is written: raised in
+    the middle of the write, it would leave the run RUNNING (seen under torchrun, which SIGTERMs rank 0 just as
+    rank 0 marks its run FAILED for a peer that died)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {
+        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if caught:
+            raise KeyboardInterrupt(f"signal {signal.Signals(caught[0]).name}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -357,7 +380,8 @@ class Tracker:
             raise
         else:
             try:
-                self._mlflow.end_run("FINISHED")
+                with _interrupts_deferred():
+                    self._mlflow.end_run("FINISHED")
             except Exception as e:
                 raise self.unavailable(e, "ending the run") from e
             if ledger is not None:
@@ -368,9 +392,10 @@ class Tracker:
         drops the run from its stack first, so nothing retries at exit, and the next run of the stage resumes it
         or marks it KILLED."""
         try:
-            if reason is not None:
-                self._mlflow.set_tag(TAG_FAILURE, reason)
-            self._mlflow.end_run(status)
+            with _interrupts_deferred():
+                if reason is not None:
+                    self._mlflow.set_tag(TAG_FAILURE, reason)
+                self._mlflow.end_run(status)
         except Exception as e:
             if not self._is_tracking_failure(e):
                 raise
