@@ -132,3 +132,17 @@ def test_compare_and_promote_refuse_what_they_cannot_read_in_one_line(tmp_path, 
     assert result.exit_code != 0 and "Error: no evaluated runs yet" in result.output
     result = CliRunner().invoke(main, ["promote", "gan", "1"])
     assert result.exit_code != 0 and "Error: no versions of genlab-gan" in result.output
+
+
+def test_genlab_profile_spells_the_profile_as_dvc_set_params_that_read_back_as_its_values(monkeypatch):
+    monkeypatch.chdir(REPO)
+    result = CliRunner().invoke(main, ["profile", "ci"])
+    assert result.exit_code == 0, result.output
+    words = result.output.split()
+    assert words[0::2] == ["-S"] * (len(words) // 2)
+    flat = dict(w.split("=", 1) for w in words[1::2])
+    profile = yaml.safe_load((REPO / "profiles" / "ci" / "params.yaml").read_text())
+    assert yaml.safe_load(flat["render.epochs"]) == profile["render"]["epochs"]
+    assert yaml.safe_load(flat["gan.epochs"]) == profile["gan"]["epochs"] and len(flat) == sum(map(len, profile.values()))
+    missing = CliRunner().invoke(main, ["profile", "nope"])
+    assert missing.exit_code == 1 and "profiles: ci" in missing.output

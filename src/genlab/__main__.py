@@ -481,3 +481,28 @@ def push(remote: str | None, dvc_args: tuple[str, ...]) -> None:
 def pull(remote: str | None, dvc_args: tuple[str, ...]) -> None:
     """dvc pull, after the same checks as push: DVC's own pull says "Everything is up to date" without a remote."""
     _dvc_transfer("pull", remote, dvc_args)
+
+
+@main.command()
+@click.argument("name")
+def profile(name: str) -> None:
+    """The `-S key=value` flags of profiles/NAME/params.yaml, for `dvc exp run $(genlab profile ci)`: the CI
+    profile (real MNIST, 2 epochs per model, a 1-epoch classifier, a smaller evaluation) as a DVC experiment."""
+    import json
+
+    import yaml
+
+    from genlab.tracking import repo_root
+
+    path = repo_root() / "profiles" / name / "params.yaml"
+    if not path.is_file():
+        known = sorted(p.parent.name for p in (repo_root() / "profiles").glob("*/params.yaml"))
+        raise click.ClickException(f"{path} does not exist; profiles: {', '.join(known)}")
+
+    def flags(node: Any, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [flag for key, value in node.items() for flag in flags(value, f"{prefix}{key}.")]
+        # JSON without spaces: one shell word per flag, and YAML reads it back as the same value.
+        return ["-S", f"{prefix[:-1]}={json.dumps(node, separators=(',', ':'))}"]
+
+    click.echo(" ".join(flags(yaml.safe_load(path.read_text()), "")))
