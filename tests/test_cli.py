@@ -143,6 +143,7 @@ def test_genlab_profile_spells_the_profile_as_dvc_set_params_that_read_back_as_i
     flat = dict(w.split("=", 1) for w in words[1::2])
     profile = yaml.safe_load((REPO / "profiles" / "ci" / "params.yaml").read_text())
     assert yaml.safe_load(flat["render.epochs"]) == profile["render"]["epochs"]
-    assert yaml.safe_load(flat["gan.epochs"]) == profile["gan"]["epochs"] and len(flat) == sum(map(len, profile.values()))
+    assert yaml.safe_load(flat["gan.epochs"]) == profile["gan"]["epochs"]
+    assert len(flat) == sum(map(len, profile.values()))
     missing = CliRunner().invoke(main, ["profile", "nope"])
     assert missing.exit_code == 1 and "profiles: ci" in missing.output
