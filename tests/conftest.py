@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -128,3 +129,16 @@ def stage_env(mirror: Path) -> dict[str, str]:
 def bin_path(name: str) -> str:
     """An executable of this environment (dvc, mlflow), next to the running interpreter."""
     return str(Path(sys.executable).parent / name)
+
+
+def run_queue(project: Path, env: dict[str, str], timeout: float = 600) -> str:
+    """`dvc queue start -j 2`, then wait until nothing is running or queued; returns `dvc queue status`."""
+    dvc = bin_path("dvc")
+    subprocess.run([dvc, "queue", "start", "-j", "2"], cwd=project, env=env, check=True, capture_output=True)
+    deadline = time.monotonic() + timeout
+    while True:
+        status = subprocess.run([dvc, "queue", "status"], cwd=project, env=env, check=True, capture_output=True,
+                                text=True).stdout  # fmt: skip
+        if ("Running" not in status and "Queued" not in status) or time.monotonic() > deadline:
+            return status
+        time.sleep(2)

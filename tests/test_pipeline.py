@@ -21,7 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from genlab.config import FLOOR, load_params
 
-from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, stage_env, tiny_params
+from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, run_queue, stage_env, tiny_params
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -351,13 +351,7 @@ def test_a_queued_grid_sweep_keeps_every_experiments_numbers_on_its_own_runs(tmp
     env = stage_env(mirror)
     dvc = bin_path("dvc")
     run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,2e-4", "-S", "vae.lr=1e-3,2e-3"], project, env)
-    run([dvc, "queue", "start", "-j", "2"], project, env)
-    deadline = time.monotonic() + 500
-    while time.monotonic() < deadline:
-        status = run([dvc, "queue", "status"], project, env).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        time.sleep(2)
+    status = run_queue(project, env, timeout=500)
     assert status.count("Success") == 4, status
     logs = "".join(p.read_text() for p in (project / ".dvc" / "tmp" / "exps").rglob("*.out"))
     assert "database is locked" not in logs

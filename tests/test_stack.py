@@ -18,7 +18,7 @@ import psutil
 import pytest
 import yaml
 
-from tests.conftest import bin_path, make_idx_files, make_project, stage_env, tiny_params
+from tests.conftest import bin_path, make_idx_files, make_project, run_queue, stage_env, tiny_params
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -235,13 +235,7 @@ def test_queued_experiments_log_to_the_stack_at_once_and_lose_nothing(stack, pub
     dvc = bin_path("dvc")
     before = {r.info.run_id for r in runs_of(stack)}
     run([dvc, "exp", "run", "--queue", "-S", "gan.lr=1e-4,3e-4", "train@gan"], project, env)
-    run([dvc, "queue", "start", "-j", "2"], project, env)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        status = run([dvc, "queue", "status"], project, env).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        time.sleep(2)
+    status = run_queue(project, env, timeout=600)
     assert status.count("Success") == 2, status
     new = [r for r in runs_of(stack) if r.info.run_id not in before]
     assert len(new) == 2 and all(r.info.status == "FINISHED" for r in new)
