@@ -1,7 +1,8 @@
 """The team stack for real on loopback (genlab.stack): PostgreSQL, SeaweedFS's S3 gateway and `mlflow server`,
 started and stopped by `genlab stack`; a tiny pipeline logged to it; the DVC remote on its S3 store between two
 clones; queued experiments logging at once; a 2-worker Optuna sweep in its PostgreSQL; and the faults of each.
-`make test-stack` runs them (with tests/test_distributed.py, about 9 minutes); they start and stop their own services on free ports."""
+`make test-stack` runs them (with tests/test_distributed.py, about 9 minutes); they start and stop their own
+services on free ports."""
 
 from __future__ import annotations
 
@@ -332,5 +333,6 @@ def test_dvc_pull_without_a_remote_is_an_error_not_up_to_date(stack, published, 
     line = one_error_line(run([bin_path("genlab"), "pull"], bare, env, ok=False))
     assert "no default DVC remote in .dvc/config" in line
     unset = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    unset.update(AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
     line = one_error_line(run([bin_path("genlab"), "pull"], project, unset, ok=False))
-    assert "needs AWS_ENDPOINT_URL and the S3 key pair" in line
+    assert "no S3 credentials for DVC remote 'stack'" in line

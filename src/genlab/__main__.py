@@ -371,10 +371,6 @@ def write_images(images, out: Path, *, nrow: int, scale: int) -> None:
         save_png(grid_image(pixels, nrow=nrow, scale=scale), out)
 
 
-if __name__ == "__main__":
-    main()
-
-
 @main.group()
 def stack() -> None:
     """The team stack on loopback: PostgreSQL, an S3 store (SeaweedFS) and `mlflow server` (genlab.stack)."""
@@ -506,3 +502,7 @@ def profile(name: str) -> None:
         return ["-S", f"{prefix[:-1]}={json.dumps(node, separators=(',', ':'))}"]
 
     click.echo(" ".join(flags(yaml.safe_load(path.read_text()), "")))
+
+
+if __name__ == "__main__":
+    main()

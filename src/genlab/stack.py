@@ -103,10 +103,12 @@ def stack_directory(root: Path) -> Path:
 
 
 def _process_start(pid: int) -> float | None:
+    """The start time of a live process; None for none or a zombie (exited, not yet reaped by its parent)."""
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        process = psutil.Process(pid)
+        return None if process.status() == psutil.STATUS_ZOMBIE else process.create_time()
     except psutil.Error:
         return None
 
@@ -116,29 +118,44 @@ def _ours(record: Mapping[str, Any] | None) -> bool:
     return bool(record) and _process_start(record["pid"]) == record["started"]  # type: ignore[index]
 
 
-def _port_holder(port: int) -> str | None:
+def _port_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
-            return None
         except OSError:
-            pass
+            return False
+    return True
+
+
+def _port_holder(port: int) -> str:
+    """Who listens on a taken port, as far as this user may see."""
     import psutil
 
     try:
         for conn in psutil.net_connections("tcp"):
             if conn.laddr and conn.laddr.port == port and conn.status == psutil.CONN_LISTEN and conn.pid:
                 return f"pid {conn.pid} ({psutil.Process(conn.pid).name()})"
-    except psutil.Error:
-        pass
+    except psutil.Error as e:  # another user's process: its pid is not ours to see
+        return f"another process ({type(e).__name__})"
     return "another process"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int, taken: set[int]) -> list[int]:
+    """`count` distinct free ports, none of `taken`: each socket stays bound until all are chosen."""
+    sockets: list[socket.socket] = []
+    try:
+        while len(sockets) < count:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            if s.getsockname()[1] in taken:
+                s.close()
+                continue
+            sockets.append(s)
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def _stop(record: Mapping[str, Any], timeout: float = 20) -> None:
@@ -164,12 +181,15 @@ def _tail(path: Path, lines: int = 12) -> str:
         return "(no log)"
 
 
-def _wait(what: str, ready: Callable[[], bool], log: Path, alive: Callable[[], bool]) -> None:
+def _wait(what: str, ready: Callable[[], bool], log: Path, record: Mapping[str, Any]) -> None:
+    """Until the service answers; one that exits or does not answer in time is stopped (it is not recorded yet,
+    so `down` would not find it) and named with the end of its log."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while not ready():
-        if not alive():
+        if not _ours(record):
             raise StackError(f"{what} exited while starting; the end of {log}:\n{_tail(log)}")
         if time.monotonic() > deadline:
+            _stop(record)
             raise StackError(f"{what} did not answer within {START_TIMEOUT_S:.0f} s; the end of {log}:\n{_tail(log)}")
         time.sleep(0.3)
 
@@ -193,7 +213,18 @@ class StackDirectory:
 
     def credentials(self) -> Credentials:
         if self.credentials_file.exists():
-            return Credentials(**json.loads(self.credentials_file.read_text()))
+            try:
+                return Credentials(**json.loads(self.credentials_file.read_text()))
+            except (ValueError, TypeError) as e:
+                raise StackError(
+                    f"{self.credentials_file} is not the stack's credentials file ({e}): restore it from a backup,"
+                    " or move the stack's directory away to start an empty one"
+                ) from None
+        if (self.pgdata / "PG_VERSION").exists():
+            raise StackError(
+                f"{self.credentials_file} is missing but {self.pgdata} holds a cluster whose password it kept:"
+                " restore the file, or move the stack's directory away to start an empty one"
+            )
         made = Credentials(secrets.token_urlsafe(18), "genlab" + secrets.token_hex(6), secrets.token_urlsafe(30))
         self.path.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.credentials_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -204,7 +235,16 @@ class StackDirectory:
     def state(self) -> dict[str, Any]:
         if not self.state_file.exists():
             return {"ports": {}, "processes": {}}
-        return json.loads(self.state_file.read_text())
+        try:
+            state = json.loads(self.state_file.read_text())
+            if not isinstance(state.get("ports"), dict) or not isinstance(state.get("processes"), dict):
+                raise ValueError("no ports and processes")
+            return state
+        except ValueError as e:
+            raise StackError(
+                f"{self.state_file} is unreadable ({e}): stop the stack's processes by hand (see the .log files"
+                " beside it), delete the file, and run genlab stack up"
+            ) from None
 
     def save_state(self, state: Mapping[str, Any]) -> None:
         tmp = self.state_file.with_suffix(".tmp")
@@ -215,6 +255,11 @@ class StackDirectory:
 def _as_postgres_user(command: list[str]) -> list[str]:
     if os.geteuid() != 0:
         return command
+    _require_postgres_account()
+    return ["runuser", "-u", PG_OS_USER, "--", *command]
+
+
+def _require_postgres_account() -> None:
     import pwd
 
     try:
@@ -224,11 +269,10 @@ def _as_postgres_user(command: list[str]) -> list[str]:
             f"PostgreSQL refuses to run as root and there is no '{PG_OS_USER}' account to run it as: run the stack"
             f" as an unprivileged user, or create one (useradd --system {PG_OS_USER})"
         ) from None
-    return ["runuser", "-u", PG_OS_USER, "--", *command]
 
 
 def _pg_major() -> str:
-    out = subprocess.run(["pg_ctl", "--version"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["pg_ctl", "--version"], capture_output=True, text=True).stdout
     match = re.search(r"(\d+)(?:\.\d+)?", out)
     if match is None:
         raise StackError(f"cannot read PostgreSQL's version from `pg_ctl --version`: {out.strip()!r}")
@@ -265,6 +309,7 @@ def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) 
         raise StackError(f"{files.pgdata} is not empty and holds no PostgreSQL cluster (no PG_VERSION): move it away")
     files.postgres.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
+        _require_postgres_account()
         shutil.chown(files.postgres, PG_OS_USER, PG_OS_USER)
         reach = subprocess.run(_as_postgres_user(["test", "-w", str(files.postgres)]), capture_output=True)
         if reach.returncode != 0:
@@ -275,10 +320,11 @@ def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) 
             )
     if not version_file.exists():
         password_file = files.postgres / "initdb.pw"
-        password_file.write_text(credentials.pg_password + "\n")
+        fd = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(credentials.pg_password + "\n")
         if os.geteuid() == 0:
             shutil.chown(password_file, PG_OS_USER, PG_OS_USER)
-        password_file.chmod(0o600)
         try:
             subprocess.run(
                 _as_postgres_user(["initdb", "-D", str(files.pgdata), "-U", PG_USER, f"--pwfile={password_file}",
@@ -297,6 +343,8 @@ def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) 
         capture_output=True, text=True, start_new_session=True,
     )  # fmt: skip
     if result.returncode != 0:
+        subprocess.run(_as_postgres_user(["pg_ctl", "stop", "-D", str(files.pgdata), "-m", "immediate"]),
+                       capture_output=True, check=False)  # fmt: skip  # a server pg_ctl gave up waiting for
         raise StackError(
             f"PostgreSQL did not start on 127.0.0.1:{port}: {result.stderr.strip() or result.stdout.strip()}; the end"
             f" of {files.log('postgres')}:\n{_tail(files.log('postgres'))}"
@@ -385,8 +433,7 @@ def _start_s3(files: StackDirectory, stack: Stack, ports: Mapping[str, int]) -> 
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]  # fmt: skip
     record = _popen(command, files.log("s3"))
-    _wait(f"SeaweedFS (S3 on {stack.s3_endpoint})", lambda: _s3_ready(stack), files.log("s3"),
-          lambda: _ours(record))  # fmt: skip
+    _wait(f"SeaweedFS (S3 on {stack.s3_endpoint})", lambda: _s3_ready(stack), files.log("s3"), record)
     return record
 
 
@@ -411,13 +458,16 @@ def _mlflow_ready(url: str) -> bool:
 def _start_mlflow(files: StackDirectory, stack: Stack) -> dict[str, Any]:
     command = [
         str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port",
-        str(stack.ports["mlflow"]), "--workers", "2", "--backend-store-uri", stack.database_uri("mlflow"),
-        "--artifacts-destination", MLFLOW_ARTIFACTS,
+        str(stack.ports["mlflow"]), "--workers", "2", "--artifacts-destination", MLFLOW_ARTIFACTS,
     ]  # fmt: skip
     env = {key: value for key, value in stack.environment().items() if key.startswith(("AWS_", "MLFLOW_S3"))}
+    # The backend URI holds PostgreSQL's password: in the environment (mlflow server reads it there), not in the
+    # command line that `ps` shows every user.
+    env["MLFLOW_BACKEND_STORE_URI"] = stack.database_uri("mlflow")
     record = _popen(command, files.log("mlflow"), env)
-    _wait(f"mlflow server ({stack.tracking_uri})", lambda: _mlflow_ready(stack.tracking_uri), files.log("mlflow"),
-          lambda: _ours(record))  # fmt: skip
+    _wait(
+        f"mlflow server ({stack.tracking_uri})", lambda: _mlflow_ready(stack.tracking_uri), files.log("mlflow"), record
+    )
     return record
 
 
@@ -426,23 +476,22 @@ def _start_mlflow(files: StackDirectory, stack: Stack) -> dict[str, Any]:
 
 def _choose_ports(state: Mapping[str, Any], requested: Mapping[str, int | None]) -> dict[str, int]:
     """A port asked for (--<service>-port) must be free; otherwise the one of the last `up` if it is still free
-    (the addresses stay the same across down/up), else a free one."""
+    (the addresses stay the same across down/up), else a free one. All distinct."""
     remembered = state.get("ports", {})
     ports: dict[str, int] = {}
     for name in (*SERVICES, *WEED_PORTS):
         asked = requested.get(name)
         if asked:
-            holder = _port_holder(asked)
-            if holder is not None:
+            if not _port_free(asked):
                 raise StackError(
-                    f"--{name}-port {asked}: the port is in use by {holder}; choose another, or leave the option"
-                    " out to take a free one"
+                    f"--{name}-port {asked}: the port is in use by {_port_holder(asked)}; choose another, or leave"
+                    " the option out to take a free one"
                 )
             ports[name] = asked
-        elif remembered.get(name) and _port_holder(remembered[name]) is None:
+        elif remembered.get(name) and remembered[name] not in ports.values() and _port_free(remembered[name]):
             ports[name] = remembered[name]
-        else:
-            ports[name] = _free_port()
+    missing = [name for name in (*SERVICES, *WEED_PORTS) if name not in ports]
+    ports.update(zip(missing, _free_ports(len(missing), set(ports.values())), strict=True))
     return ports
 
 
@@ -470,6 +519,12 @@ def up(
             ports.update({n: state["ports"][n] for n in WEED_PORTS})
     else:
         ports = _choose_ports(state, requested)
+    before = state.get("ports", {})
+    moved = [n for n in ("postgres", "s3") if n not in running and ports[n] != before.get(n)]
+    if "mlflow" in running and moved:  # the running server would keep the old addresses
+        say(f"mlflow: restarting, {' and '.join(moved)} moved to another port")
+        _stop(processes["mlflow"])
+        running.discard("mlflow")
     stack = Stack(files.path, ports, credentials)
     state = {"ports": ports, "processes": processes}
     for name in SERVICES:
@@ -580,30 +635,46 @@ def check_remote(root: Path, remote: str | None = None) -> str:
         raise StackError(f"DVC remote {remote!r} is not configured: `dvc remote list` shows those there are")
     if not url.startswith("s3://"):
         return remote
-    endpoint = _dvc(root, "config", f"remote.{remote}.endpointurl").stdout.strip() or os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint or not os.environ.get("AWS_ACCESS_KEY_ID"):
-        raise StackError(
-            f"DVC remote {remote!r} ({url}) needs AWS_ENDPOINT_URL and the S3 key pair: run"
-            ' eval "$(genlab stack env)" (GENLAB_STACK_DIR=<the stack\'s directory> from another clone)'
-        )
+
+    def setting(key: str) -> str | None:
+        return _dvc(root, "config", f"remote.{remote}.{key}").stdout.strip() or None
+
+    # As DVC's S3 client finds them: the remote's own settings (.dvc/config.local), else botocore's environment
+    # variables and files; no endpoint means AWS S3.
+    endpoint = setting("endpointurl") or os.environ.get("AWS_ENDPOINT_URL")
+    where = endpoint or "AWS S3"
     import boto3
     from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=setting("access_key_id"),
+        aws_secret_access_key=setting("secret_access_key"),
+        config=Config(retries={"max_attempts": 1}, connect_timeout=5),
+    )
     bucket = url.removeprefix("s3://").split("/", 1)[0]
-    client = boto3.client("s3", endpoint_url=endpoint, config=Config(retries={"max_attempts": 1}, connect_timeout=5))
     try:
         client.head_bucket(Bucket=bucket)
     except ClientError as e:
         code = e.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchBucket"):
-            raise StackError(f"{endpoint} has no bucket {bucket!r} (DVC remote {remote!r}): `genlab stack up` makes"
+            raise StackError(f"{where} has no bucket {bucket!r} (DVC remote {remote!r}): `genlab stack up` makes"
                              " it on the stack; elsewhere create it") from None  # fmt: skip
         if code in ("403", "SignatureDoesNotMatch", "InvalidAccessKeyId", "AccessDenied"):
-            raise StackError(f"{endpoint} refuses AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for bucket {bucket!r}"
+            raise StackError(f"{where} refuses AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for bucket {bucket!r}"
                              f" ({code}): export the stack's with eval \"$(genlab stack env)\"") from None  # fmt: skip
-        raise StackError(f"{endpoint}: bucket {bucket!r}: {code or e}") from None
+        raise StackError(f"{where}: bucket {bucket!r}: {code or e}") from None
+    except NoCredentialsError:
+        raise StackError(
+            f"no S3 credentials for DVC remote {remote!r} ({url} on {where}): export the stack's with"
+            ' eval "$(genlab stack env)" (GENLAB_STACK_DIR=<its directory> from another clone), or set them with'
+            f" dvc remote modify --local {remote} access_key_id ..."
+        ) from None
     except BotoCoreError as e:
-        raise StackError(f"no S3 store answers at {endpoint} (DVC remote {remote!r}): {e}. Is the stack up"
-                         " (genlab stack status)?") from None  # fmt: skip
+        raise StackError(
+            f"no S3 store answers at {where} (DVC remote {remote!r}): {e}. Is the stack up (genlab stack status),"
+            " and AWS_ENDPOINT_URL its address (genlab stack env)?"
+        ) from None
     return remote
