@@ -1,5 +1,5 @@
 """Stage train@<name>: train the model `name` of params.yaml's `models`, log to MLflow, write its checkpoint and
-per-epoch snapshots. Usage: python pipeline/train.py NAME"""
+per-epoch snapshots. Usage: python pipeline/train.py NAME [PARAMS (default params.yaml)]"""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     # Before any work: fails fast without a store. Under torchrun only rank 0 logs.
     tracker = Tracker(runtime.tracking_uri, runtime.experiment) if world.is_main else None
     if runtime.processes > 1 and not under_torchrun():
-        relaunch(runtime.processes)  # GENLAB_PROCESSES=N: this script again, as N ranks
+        relaunch(runtime.processes, __file__, [name, params_path])  # GENLAB_PROCESSES=N: this script as N ranks
         return
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     device = world.device(setup_torch(runtime.device, runtime.threads, params.seed, local_ranks))
@@ -72,6 +72,6 @@ def main(name: str, params_path: str = "params.yaml") -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python pipeline/train.py NAME  (a model in params.yaml's models)")
-    run_stage(f"train@{sys.argv[1]}", main, sys.argv[1])
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python pipeline/train.py NAME [PARAMS]  (a model in params.yaml's models)")
+    run_stage(f"train@{sys.argv[1]}", main, *sys.argv[1:])

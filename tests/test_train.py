@@ -33,14 +33,14 @@ def digits(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 DATA = TrainingData(*digits(200, 1), *digits(60, 2))
 
 
-def make_trainer(kind: str, seed: int = 0, *, diagnostics=None, **overrides):
+def make_trainer(kind: str, seed: int = 0, *, diagnostics=None, world=None, **overrides):
     """A trainer built as pipeline/train.py builds one: typed section -> model -> trainer."""
     torch.manual_seed(seed)
     cfg = registry.config_class(kind)(**{**SMALL[kind], **overrides})
     model = registry.model_class(kind).from_config(cfg)
     config = {"seed": seed, kind: cfg.record()}
     return registry.trainer_class(kind)(
-        model, cfg, DATA, name=kind, config=config, seed=seed, device=CPU, diagnostics=diagnostics
+        model, cfg, DATA, name=kind, config=config, seed=seed, device=CPU, diagnostics=diagnostics, world=world
     )
 
 

@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -66,7 +67,14 @@ class World:
 
     def device(self, device: torch.device) -> torch.device:
         """A CUDA rank uses the GPU of its local rank; CPU ranks share the CPU."""
-        return torch.device("cuda", self.local_rank) if device.type == "cuda" and self.distributed else device
+        if device.type != "cuda" or not self.distributed:
+            return device
+        if self.local_rank >= torch.cuda.device_count():
+            raise GenlabError(
+                f"rank {self.rank} needs GPU {self.local_rank} but {torch.cuda.device_count()} are visible: set"
+                " GENLAB_PROCESSES (torchrun's --nproc-per-node) to at most the number of GPUs"
+            )
+        return torch.device("cuda", self.local_rank)
 
     def init(self, device: torch.device) -> None:
         """Join the process group (env:// rendezvous, as torchrun sets it up). A no-op for one process."""
@@ -87,6 +95,11 @@ class World:
             return module
         device = next(module.parameters()).device
         return nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def weighted(self, loss: torch.Tensor, batch: int, global_batch: int) -> torch.Tensor:
+        """A rank's mean loss over its `batch` samples, weighted so that DDP's average of the ranks' gradients is
+        the mean gradient of the `global_batch`: b * world / B (1 when the shards are equal)."""
+        return loss * (batch * self.size / global_batch) if self.distributed else loss
 
     def all_sum(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.distributed:
@@ -114,8 +127,8 @@ def under_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
 
 
-def relaunch(processes: int) -> None:
-    """Run this script again as `processes` ranks on this machine (torchrun --standalone), wait for them, and raise
+def relaunch(processes: int, script: str, args: Sequence[str]) -> None:
+    """Run `script args` as `processes` ranks on this machine (torchrun --standalone), wait for them, and raise
     a GenlabError when one failed. torchrun stops the other ranks when one dies; a SIGTERM or Ctrl-C here is passed
     on to torchrun, which passes it to the ranks (rank 0 then marks its MLflow run KILLED)."""
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
@@ -123,7 +136,7 @@ def relaunch(processes: int) -> None:
         raise GenlabError(
             "GENLAB_PROCESSES > 1 needs torchrun (PyTorch's launcher) beside this Python: reinstall torch"
         )
-    command = [torchrun, "--standalone", f"--nproc-per-node={processes}", sys.argv[0], *sys.argv[1:]]
+    command = [torchrun, "--standalone", f"--nproc-per-node={processes}", script, *args]
     # One thread per rank and core (torchrun would set 1 and print a banner about it); GENLAB_THREADS still wins.
     threads = str(max(1, len(os.sched_getaffinity(0)) // processes))
     launcher = subprocess.Popen(command, env={"OMP_NUM_THREADS": threads, **os.environ})

@@ -132,13 +132,14 @@ def train_and_track(
             tracker.log_image(grid_image(r.snapshot, nrow=nrow, scale=2), key=f"{name}/snapshot", step=r.epoch)
 
         trainer.fit(epochs, state_path=state_path, checkpoint_every=checkpoint_every, on_epoch=on_epoch)
+        final_state = trainer.state_dict()  # a collective under torchrun: before rank 0 talks to the tracker
         # The last epoch's grid once more, alone under its own key: MLflow's image card opens at step 0, and
         # jumps to a key's step only when it has a single one, so this card shows the final samples at once.
         final = grid_image(trainer.history.snapshots[-1], nrow=nrow, scale=2)
         tracker.log_image(final, key=f"{name}/final", step=trainer.epoch)
 
         # DVC outputs: deterministic content only (no run ids, times or absolute paths).
-        atomic_torch_save(outputs.model, trainer.state_dict())
+        atomic_torch_save(outputs.model, final_state)
         snapshots = {
             "epochs": [int(m["epoch"]) for m in trainer.history.metrics],
             "images": torch.stack(trainer.history.snapshots),

@@ -164,7 +164,13 @@ def run_worker(
         done = subprocess.run(command, cwd=root)
         if done.returncode != 0:
             raise TrialFailed(f"trial {trial.number}: `dvc exp run` exited {done.returncode} (its output is above)")
-        value = float(json.loads(evaluation.read_text())[spec.metric])
+        try:
+            value = float(json.loads(evaluation.read_text())[spec.metric])
+        except (OSError, ValueError, KeyError) as e:
+            raise GenlabError(
+                f"{evaluation}: no number {spec.metric!r} after trial {trial.number} ({type(e).__name__}: {e}); set"
+                f" `metric` in the search space to one of the keys evaluate@{spec.model} writes there"
+            ) from None
         say(f"[{spec.study}] trial {trial.number}: {spec.metric} = {value:.6g}")
         if push:
             pushed = subprocess.run([_dvc(), "exp", "push", push, name], cwd=root)

@@ -150,14 +150,19 @@ def process_alive(tag: str) -> bool | None:
 def _interrupts_deferred() -> Iterator[None]:
     """A Ctrl-C or SIGTERM that arrives while a run's end is written takes effect once it is written: raised in
     the middle of the write, it would leave the run RUNNING (seen under torchrun, which SIGTERMs rank 0 just as
-    rank 0 marks its run FAILED for a peer that died)."""
+    rank 0 marks its run FAILED for a peer that died). A second signal acts at once: the user insists, and the
+    next stage's start marks the run KILLED (Tracker.end_orphaned_runs)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     caught: list[int] = []
-    previous = {
-        s: signal.signal(s, lambda signum, frame: caught.append(signum)) for s in (signal.SIGINT, signal.SIGTERM)
-    }
+
+    def defer(signum: int, frame: object) -> None:
+        if caught:
+            raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}, twice")
+        caught.append(signum)
+
+    previous = {s: signal.signal(s, defer) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -382,10 +387,10 @@ class Tracker:
             try:
                 with _interrupts_deferred():
                     self._mlflow.end_run("FINISHED")
+                    if ledger is not None:  # with the end: a FINISHED run is never resumed
+                        ledger.unlink(missing_ok=True)
             except Exception as e:
                 raise self.unavailable(e, "ending the run") from e
-            if ledger is not None:
-                ledger.unlink(missing_ok=True)
 
     def _end(self, status: str, reason: str | None) -> None:
         """End the active run as `status`, noting `reason`. Best effort when the store is what failed: MLflow

@@ -25,7 +25,7 @@ from genlab.checkpoints import (
     load_checkpoint,
     non_finite_count,
 )
-from genlab.config import ModelSection, require_at_most
+from genlab.config import ConfigError, ModelSection, require_at_most
 from genlab.data import TrainingData
 from genlab.distributed import RANK_STREAM_BASE, World
 from genlab.errors import NonFiniteError
@@ -77,8 +77,19 @@ class Trainer(ABC):
     ):
         """world: this process's rank among torchrun's processes (genlab.distributed); default one process."""
         batch_size = getattr(cfg, "batch_size", None)
+        n = data.train_images.shape[0]
         if batch_size is not None:
-            require_at_most(f"{name}.batch_size", batch_size, data.train_images.shape[0], "training images")
+            require_at_most(f"{name}.batch_size", batch_size, n, "training images")
+        self.world = world or World()
+        if self.world.distributed and batch_size is not None:
+            # Every rank needs at least one sample of every batch: an empty shard's mean loss is NaN.
+            smallest = n % batch_size or batch_size
+            if smallest < self.world.size:
+                raise ConfigError(
+                    f"{name}.batch_size = {batch_size} leaves a batch of {smallest} of the {n} training images, too few"
+                    f" for {self.world.size} processes (GENLAB_PROCESSES): choose a batch size whose last batch has"
+                    " at least one image per process, or fewer processes"
+                )
         self.model = model.to(device)
         self.cfg = cfg
         self.name = name
@@ -88,7 +99,6 @@ class Trainer(ABC):
         self.seed = seed
         self.device = device
         self.precision: str = cfg.precision  # type: ignore[attr-defined]
-        self.world = world or World()
         # Batch order: the same stream on every rank, so the ranks' shards of a global batch are disjoint. On one
         # process it also draws the noise and dropout masks (self.rng is then the same generator); each rank of
         # several draws those from its own stream.
@@ -122,9 +132,7 @@ class Trainer(ABC):
     def for_backward(self, loss: torch.Tensor, batch: int) -> torch.Tensor:
         """A rank's mean loss over its `batch` samples, weighted so that DDP's average of the ranks' gradients is the
         global batch's mean gradient (see genlab.distributed). One process: the loss itself."""
-        if not self.world.distributed:
-            return loss
-        return loss * (batch * self.world.size / self._global_batch)
+        return self.world.weighted(loss, batch, self._global_batch)
 
     def epoch_totals(self, sums: torch.Tensor) -> torch.Tensor:
         """An epoch's per-sample sums, over all ranks' shards."""
