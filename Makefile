@@ -31,7 +31,7 @@ test-e2e: $(STAMP) browser
 	python -m pytest -q -m e2e --durations=8
 
 ## The team stack for real on loopback: PostgreSQL, SeaweedFS (S3), mlflow server; a tiny pipeline logged to it,
-## dvc push/pull between clones, queued experiments, a 2-worker sweep, 2-process torchrun training (~9 min).
+## dvc push/pull between clones, queued experiments, a 2-worker sweep, 2-process torchrun training (~6 min).
 test-stack: $(STAMP)
 	python -m pytest -q -m stack --durations=8
 

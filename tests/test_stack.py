@@ -1,7 +1,7 @@
 """The team stack for real on loopback (genlab.stack): PostgreSQL, SeaweedFS's S3 gateway and `mlflow server`,
 started and stopped by `genlab stack`; a tiny pipeline logged to it; the DVC remote on its S3 store between two
 clones; queued experiments logging at once; a 2-worker Optuna sweep in its PostgreSQL; and the faults of each.
-`make test-stack` runs them (with tests/test_distributed.py, about 9 minutes); they start and stop their own
+`make test-stack` runs them (with tests/test_distributed.py, about 6 minutes); they start and stop their own
 services on free ports."""
 
 from __future__ import annotations

@@ -294,11 +294,11 @@ def _weed_binary() -> Path:
     return Path(sys.executable).parent / "weed"
 
 
-def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) -> None:
-    major = _pg_major()
+def _check_cluster(files: StackDirectory) -> None:
+    """The data directory holds nothing, or a cluster of this machine's PostgreSQL major version."""
     version_file = files.pgdata / "PG_VERSION"
     if version_file.exists():
-        found = version_file.read_text().strip()
+        major, found = _pg_major(), version_file.read_text().strip()
         if found != major:
             raise StackError(
                 f"{files.pgdata} holds a PostgreSQL {found} cluster and this machine runs PostgreSQL {major}: upgrade"
@@ -307,6 +307,11 @@ def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) 
             )
     elif files.pgdata.exists() and any(files.pgdata.iterdir()):
         raise StackError(f"{files.pgdata} is not empty and holds no PostgreSQL cluster (no PG_VERSION): move it away")
+
+
+def _start_postgres(files: StackDirectory, port: int, credentials: Credentials) -> None:
+    _check_cluster(files)
+    version_file = files.pgdata / "PG_VERSION"
     files.postgres.mkdir(parents=True, exist_ok=True)
     if os.geteuid() == 0:
         _require_postgres_account()
@@ -501,6 +506,7 @@ def up(
     """Start the services that are not running; those that are keep running (and their ports)."""
     files = StackDirectory(stack_directory(root))
     _require_tools()
+    _check_cluster(files)  # before the credentials: a cluster of another version is the first thing to fix
     credentials = files.credentials()
     state = files.state()
     processes = dict(state.get("processes", {}))
