@@ -1,7 +1,7 @@
 """Training-speed benchmark: samples/s, s/epoch, model FLOPs, MFU against this machine's measured matmul peak.
 
     python bench/train_speed.py                # genlab's trainers at the params.yaml defaults
-    python bench/train_speed.py --baseline     # also a typical implementation, for the before/after ratio
+    python bench/train_speed.py --baseline     # also two plain implementations (DataLoader; in memory), for the ratio
     python bench/train_speed.py --contention   # also with one busy process beside it (CPU): the slow-down
     python bench/train_speed.py --pins         # what each of genlab's CPU pins (genlab.cpu_pins) costs, one run
 
@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
 
@@ -170,7 +170,8 @@ def baseline_loader(images: torch.Tensor, batch_size: int, symmetric: bool):
     return DataLoader(PilDataset(), batch_size=batch_size, shuffle=True, drop_last=True)
 
 
-def baseline_gan_steps(cfg: dict, images: torch.Tensor):
+def baseline_gan_networks(cfg: dict) -> tuple[nn.Module, nn.Module]:
+    """The seed's MLPs in plain nn layers: nn.Dropout, a Sigmoid output and BCELoss, as a tutorial writes them."""
     g = nn.Sequential(
         nn.Linear(cfg["latent_dim"], 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
         nn.Linear(512, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 784), nn.Tanh(),
@@ -179,12 +180,16 @@ def baseline_gan_steps(cfg: dict, images: torch.Tensor):
         nn.Linear(784, 1024), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(1024, 512), nn.LeakyReLU(0.2),
         nn.Dropout(0.3), nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 1), nn.Sigmoid(),
     )  # fmt: skip
+    return g, d
+
+
+def baseline_gan_steps(cfg: dict, batches: Callable[[], Iterator[torch.Tensor]]):
+    g, d = baseline_gan_networks(cfg)
     opt_g, opt_d = torch.optim.Adam(g.parameters(), lr=2e-4), torch.optim.Adam(d.parameters(), lr=2e-4)
     bce = nn.BCELoss()
-    loader = baseline_loader(images, 64, symmetric=True)
 
     def run(steps: int) -> None:
-        it = iter(loader)
+        it = batches()
         for _ in range(steps):
             x = next(it)
             b = x.shape[0]
@@ -202,13 +207,12 @@ def baseline_gan_steps(cfg: dict, images: torch.Tensor):
     return run
 
 
-def baseline_vae_steps(cfg: dict, images: torch.Tensor):
+def baseline_vae_steps(cfg: dict, batches: Callable[[], Iterator[torch.Tensor]]):
     vae = VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
     opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-    loader = baseline_loader(images, 64, symmetric=False)
 
     def run(steps: int) -> None:
-        it = iter(loader)
+        it = batches()
         for _ in range(steps):
             loss = vae.loss(next(it)).loss
             opt.zero_grad()
@@ -216,6 +220,26 @@ def baseline_vae_steps(cfg: dict, images: torch.Tensor):
             opt.step()
 
     return run
+
+
+def in_memory_batches(images: torch.Tensor, batch_size: int, symmetric: bool) -> Callable[[], Iterator[torch.Tensor]]:
+    """The afternoon implementation's data path: MNIST as one float tensor in memory, torch.randperm batches of
+    64, no DataLoader."""
+    data = images.reshape(images.shape[0], -1).float().div_(255)
+    if symmetric:
+        data = data.mul_(2).sub_(1)
+
+    def batches() -> Iterator[torch.Tensor]:
+        perm = torch.randperm(data.shape[0])
+        for start in range(0, data.shape[0] - batch_size + 1, batch_size):
+            yield data[perm[start : start + batch_size]]
+
+    return batches
+
+
+def loader_batches(images: torch.Tensor, batch_size: int, symmetric: bool) -> Callable[[], Iterator[torch.Tensor]]:
+    loader = baseline_loader(images, batch_size, symmetric)
+    return lambda: iter(loader)
 
 
 def classifier_steps(cfg: dict, images: torch.Tensor, device: torch.device):
@@ -282,7 +306,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=150, help="timed optimiser steps per model")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, each beside its own peak measurement")
-    parser.add_argument("--baseline", action="store_true", help="also time a typical implementation (CPU)")
+    parser.add_argument(
+        "--baseline", action="store_true", help="also time two plain implementations, DataLoader and in memory (CPU)"
+    )
     parser.add_argument(
         "--contention", action="store_true", help="also time genlab's steps with one busy process beside them (CPU)"
     )
@@ -370,13 +396,19 @@ def main() -> None:
             sys.exit("--baseline times the typical CPU implementation; run it with GENLAB_DEVICE=cpu")
         base_images = raw[: (args.steps + args.warmup) * 64]
         torch.manual_seed(0)
-        base_runs = {"gan": baseline_gan_steps(gan_cfg, base_images), "vae": baseline_vae_steps(vae_cfg, base_images)}
-        base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device, warmup=args.warmup)
-        base_gan = report("GAN (typical, bs 64)", base_s["gan"], base_peaks, 64, gan_flops, None)
-        base_vae = report(
-            "VAE (typical, bs 64)", base_s["vae"], base_peaks, 64, vae_flops, None, extra_epoch_s=vae_eval_s
-        )
-        print(f"\nspeed-up in samples/s: GAN {gan_rate / base_gan:.2f}x, VAE {vae_rate / base_vae:.2f}x")
+        # Two "before"s: the torchvision-style DataLoader one, and the plain in-memory one a user writes in an
+        # afternoon (the one to beat: its data path costs nothing).
+        for label, batches in (("DataLoader", loader_batches), ("in-memory", in_memory_batches)):
+            base_runs = {
+                "gan": baseline_gan_steps(gan_cfg, batches(base_images, 64, True)),
+                "vae": baseline_vae_steps(vae_cfg, batches(base_images, 64, False)),
+            }
+            base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device, warmup=args.warmup)
+            base_gan = report(f"GAN ({label}, bs 64)", base_s["gan"], base_peaks, 64, gan_flops, None)
+            base_vae = report(
+                f"VAE ({label}, bs 64)", base_s["vae"], base_peaks, 64, vae_flops, None, extra_epoch_s=vae_eval_s
+            )
+            print(f"genlab / {label}, samples/s: GAN {gan_rate / base_gan:.2f}x, VAE {vae_rate / base_vae:.2f}x\n")
 
     if args.contention:
         if device.type != "cpu":

@@ -43,10 +43,13 @@ def test_a_short_benchmark_run_prints_every_figure():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert re.search(r"genlab train_speed: CPU .*, \d+ threads of \d+ cores, OMP_WAIT_POLICY=", text)
-    for name in ("GAN (genlab)", "VAE (genlab)", "GAN (typical, bs 64)", "VAE (typical, bs 64)"):
+    names = ("GAN (genlab)", "VAE (genlab)", "GAN (DataLoader, bs 64)", "VAE (DataLoader, bs 64)",
+             "GAN (in-memory, bs 64)", "VAE (in-memory, bs 64)")  # fmt: skip
+    for name in names:
         line = next(ln for ln in text.splitlines() if ln.startswith(name))
         mfu = float(re.search(r"MFU\s+([\d.]+)%", line).group(1))
         assert 0 < mfu < 150, line
-    assert "speed-up in samples/s" in text
+    for baseline in ("DataLoader", "in-memory"):
+        assert re.search(rf"genlab / {baseline}, samples/s: GAN [\d.]+x, VAE [\d.]+x", text), text
     assert re.search(r"with one busy process beside it .*GAN [\d.]+ s/epoch \([\d.]+x idle\)", text)
     assert "peak host memory" in text
