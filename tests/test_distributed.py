@@ -40,10 +40,9 @@ def train(project: Path, env: dict[str, str], model: str = "gan") -> subprocess.
 
 
 def mlflow_train_runs(project: Path):
-    import mlflow
+    from tests.test_pipeline import mlflow_runs
 
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["genlab"])
+    _, runs = mlflow_runs(project)
     return runs[runs["tags.genlab.stage"] == "train"].reset_index()
 
 

@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -453,11 +452,9 @@ def ensure_bucket(stack: Stack) -> None:
 
 
 def _mlflow_ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310  loopback http
-            return bool(response.status == 200)
-    except OSError:
-        return False
+    from genlab.tracking import health_problem  # no mlflow import: the check is plain HTTP
+
+    return health_problem(url, timeout=2) is None
 
 
 def _start_mlflow(files: StackDirectory, stack: Stack) -> dict[str, Any]:

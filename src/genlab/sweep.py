@@ -190,9 +190,8 @@ def summary(study: Any) -> list[str]:
     """One line per trial, best first: number, state, value, params, DVC experiment."""
     import optuna
 
-    trials = sorted(study.trials, key=lambda t: (t.value is None, t.value if t.value is not None else 0.0))
-    if study.direction == optuna.study.StudyDirection.MAXIMIZE:
-        trials = sorted(study.trials, key=lambda t: (t.value is None, -(t.value or 0.0)))
+    sign = -1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else 1.0
+    trials = sorted(study.trials, key=lambda t: (t.value is None, sign * (t.value or 0.0)))
     lines = []
     for t in trials:
         value = "-" if t.value is None else f"{t.value:.6g}"

@@ -87,17 +87,12 @@ def mlflow_server(
     proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    stderr = proc.communicate()[1] or ""
-                    raise RuntimeError(f"mlflow server at {url} did not start:\n{stderr[-2000:]}") from None
-                time.sleep(0.5)
+        while health_problem(url, timeout=2) is not None:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                stderr = proc.communicate()[1] or ""
+                raise RuntimeError(f"mlflow server at {url} did not start:\n{stderr[-2000:]}") from None
+            time.sleep(0.5)
         yield url
     finally:
         proc.terminate()
@@ -107,19 +102,25 @@ def mlflow_server(
             proc.kill()
 
 
+def health_problem(url: str, timeout: float) -> str | None:
+    """None when the MLflow server at `url` answers its /health endpoint with 200 within `timeout` seconds; else
+    why not (an HTTP status, connection refused, a timeout)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:  # noqa: S310
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except OSError as e:  # URLError, connection refused, timeout
+        return str(getattr(e, "reason", e))
+
+
 def check_tracking_store(uri: str, named: str) -> None:
     """Fail fast, before any work, when a tracking server does not answer its /health endpoint within
     PREFLIGHT_TIMEOUT_S. `named`: how the message names the store (GENLAB_TRACKING_URI=<uri>). Other stores are
     checked by their first use (Tracker.__init__)."""
     if not uri.startswith(("http://", "https://")):
         return
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=PREFLIGHT_TIMEOUT_S) as response:  # noqa: S310
-            if response.status == 200:
-                return
-            reason = f"HTTP {response.status}"
-    except OSError as e:  # URLError, connection refused, timeout
-        reason = str(getattr(e, "reason", e))
+    reason = health_problem(uri, timeout=PREFLIGHT_TIMEOUT_S)
+    if reason is None:
+        return
     raise TrackingUnavailable(
         f"{named}: no MLflow server answers ({reason}). Start it, check the address and port, or unset"
         " GENLAB_TRACKING_URI to log to mlflow.db in the repository."
