@@ -12,6 +12,7 @@ import sys
 
 from genlab import registry
 from genlab.config import load_params, load_runtime
+from genlab.cpu_pins import environ_for_bf16
 from genlab.data import TrainingData, dataset_checksum
 from genlab.diagnostics import sample_diagnostics
 from genlab.distributed import World, relaunch, under_torchrun
@@ -19,7 +20,7 @@ from genlab.entry import run_stage
 from genlab.errors import GenlabError
 from genlab.experiment import train_and_track
 from genlab.feature_extractor import load_classifier
-from genlab.runtime import setup_torch
+from genlab.runtime import check_bf16, setup_torch
 from genlab.tracking import Tracker
 
 
@@ -29,6 +30,13 @@ def main(name: str, params_path: str = "params.yaml") -> None:
     if name not in params.models:
         raise GenlabError(f"{name!r} is not in params.yaml's models {sorted(params.models)}")
     kind, cfg, paths = params.models[name], params.model(name).resolved(), params.paths
+    bf16 = cfg.precision == "bf16"  # type: ignore[attr-defined]
+    bf16_environ = environ_for_bf16() if bf16 and runtime.device == "cpu" else None
+    if bf16_environ is not None:
+        # oneDNN fixed its ISA when torch loaded, under genlab's AVX2 cap, which has no bf16 kernels: start this stage
+        # again without the cap (genlab.cpu_pins), before any work.
+        sys.stdout.flush()
+        os.execve(sys.executable, sys.orig_argv, bf16_environ)
     world = World.from_env()
     # Before any work: fails fast without a store. Under torchrun only rank 0 logs.
     tracker = Tracker(runtime.tracking_uri, runtime.experiment) if world.is_main else None
@@ -37,6 +45,8 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         return
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world.size))
     device = world.device(setup_torch(runtime.device, runtime.threads, params.seed, local_ranks))
+    if bf16:
+        check_bf16(f"{name}.precision", device, force=runtime.force_bf16)
     world.init(device)
 
     data = TrainingData.load(paths.data, device)

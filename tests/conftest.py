@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
+from genlab import cpu_pins
 from genlab.data import IDX_FILES, write_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,8 +116,12 @@ def make_project(dest: Path, params: dict | None = None) -> Path:
 
 def stage_env(mirror: Path) -> dict[str, str]:
     """The environment of a stage run in a scratch project: this one's, less any DVC_, GENLAB_ or MLFLOW_ setting,
-    offline, reading `mirror`, one thread."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_", "AWS_"))}
+    offline, reading `mirror`, one thread. The CPU pins genlab set here are left out too: the stage sets its own."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DVC_", "GENLAB_", "MLFLOW_", "AWS_")) and k not in cpu_pins.APPLIED
+    }
     env.update(
         GENLAB_DATA_MIRROR=str(mirror),
         GENLAB_OFFLINE="1",

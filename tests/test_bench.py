@@ -9,6 +9,8 @@ import sys
 import pytest
 from torch.utils.flop_counter import FlopCounterMode
 
+from genlab.cpu_pins import native_bf16
+
 from .conftest import REPO
 from .test_train import make_trainer
 
@@ -34,22 +36,32 @@ def test_flops_per_sample_equal_what_a_training_step_executes(kind, conditional)
 
 def test_a_short_benchmark_run_prints_every_figure():
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--steps", "4", "--warmup", "1", "--rounds", "2", "--baseline", "--contention"],
+        [sys.executable, str(SCRIPT), "--steps", "4", "--warmup", "1", "--rounds", "2", "--baseline", "--contention",
+         "--bf16"],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
+    if not native_bf16():
+        assert out.returncode != 0 and "has no native bf16 arithmetic" in out.stderr, out.stderr
+        return
     assert out.returncode == 0, out.stderr
     text = out.stdout
-    assert re.search(r"genlab train_speed: CPU .*, \d+ threads of \d+ cores, OMP_WAIT_POLICY=", text)
-    names = ("GAN (genlab)", "VAE (genlab)", "GAN (DataLoader, bs 64)", "VAE (DataLoader, bs 64)",
-             "GAN (in-memory, bs 64)", "VAE (in-memory, bs 64)")  # fmt: skip
+    assert re.search(r"genlab train_speed \(fp32\): CPU .*, \d+ threads of \d+ cores, OMP_WAIT_POLICY=", text)
+    assert re.search(r"genlab train_speed \(bf16\): .*ONEDNN_MAX_CPU_ISA=ALL", text)  # oneDNN uncapped for bf16
+    assert re.search(r"dense bf16 matmul peak .* median [\d.,]+ GFLOP/s", text)
+    names = [f"{m} (genlab, {p})" for m in ("GAN", "VAE") for p in ("fp32", "bf16")]
+    names += [f"{m} ({b}, bs 64)" for m in ("GAN", "VAE") for b in ("in-memory", "DataLoader")]
     for name in names:
         line = next(ln for ln in text.splitlines() if ln.startswith(name))
         mfu = float(re.search(r"MFU\s+([\d.]+)%", line).group(1))
         assert 0 < mfu < 150, line
+    assert re.search(r"bf16 / fp32, samples/s: GAN [\d.]+x, VAE [\d.]+x", text)
     for baseline in ("DataLoader", "in-memory"):
         assert re.search(rf"genlab / {baseline}, samples/s: GAN [\d.]+x, VAE [\d.]+x", text), text
+        assert re.search(rf"genlab bf16 / {baseline}, samples/s: GAN [\d.]+x, VAE [\d.]+x", text), text
+    # The plain implementations run with default PyTorch: none of genlab's settings reach their process.
+    assert text.count("default PyTorch (") == 2 and "'OMP_WAIT_POLICY': None" in text
     assert re.search(r"with one busy process beside it .*GAN [\d.]+ s/epoch \([\d.]+x idle\)", text)
     assert "peak host memory" in text

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from genlab import cpu_pins
 from genlab.config import FLOOR, load_params
 
 from .conftest import MNIST_MIRROR, bin_path, make_idx_files, make_project, run_queue, stage_env, tiny_params
@@ -297,6 +298,34 @@ def test_killed_training_resumes_bit_identical(tmp_path):
     _, runs = mlflow_runs(killed)
     runs = runs[runs["tags.genlab.model"] == "gan"].reset_index()
     assert len(runs) == 1 and runs.loc[0, "status"] == "FINISHED"  # the resumed run continued the same MLflow run
+
+
+def test_bf16_training_on_the_cpu_repeats_bit_for_bit_or_is_refused(tmp_path):
+    """precision: bf16 trains in oneDNN's bf16 kernels (the stage restarts itself without genlab's AVX2 cap on
+    oneDNN), the same bits run to run; a CPU without native bf16 gets one line saying so."""
+    mirror = tmp_path / "mirror"
+    params = tiny_params(make_idx_files(mirror), epochs=2, models=("vae",), vae__precision="bf16")
+    env = {**stage_env(mirror), "PYTHONPATH": "src"}
+    projects = [make_project(tmp_path / name, params) for name in ("a", "b")]
+    for project in projects:
+        for stage in ("download", "train_classifier"):
+            run([sys.executable, f"pipeline/{stage}.py"], project, env)
+    train = [sys.executable, "pipeline/train.py", "vae"]
+    if not cpu_pins.native_bf16():
+        out = subprocess.run(train, cwd=projects[0], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 1 and "has no native bf16 arithmetic" in out.stderr, out.stderr
+        return
+    for project in projects:
+        run(train, project, env)
+    paths = load_params(projects[0] / "params.yaml").paths
+    for path in (paths.model("vae"), paths.snapshots("vae"), paths.history("vae")):
+        assert sha256(projects[0] / path) == sha256(projects[1] / path), path
+    fp32 = make_project(tmp_path / "fp32", tiny_params(make_idx_files(mirror), epochs=2, models=("vae",)))
+    for stage in ("download", "train_classifier", "train"):
+        run([sys.executable, f"pipeline/{stage}.py", *(["vae"] if stage == "train" else [])], fp32, env)
+    assert sha256(fp32 / paths.model("vae")) != sha256(projects[0] / paths.model("vae"))  # bf16 did run
+    _, runs = mlflow_runs(projects[0])
+    assert runs.loc[0, "params.vae.precision"] == "bf16" and runs.loc[0, "status"] == "FINISHED"
 
 
 @pytest.mark.skipif(not MNIST_MIRROR.exists(), reason="local MNIST mirror not present")

@@ -37,7 +37,8 @@ GridImages = Annotated[int, Field(gt=0, le=1_024)]  # images drawn into one grid
 DiagnosticSamples = Annotated[int, Field(ge=0, le=100_000)]  # per-epoch diagnostic samples (0: off)
 Probability = Annotated[float, Field(ge=0, lt=1)]
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-# fp32 is deterministic; bf16 autocasts forward passes (faster on GPUs, different numbers).
+# fp32 is deterministic and the same bits across CPU ISA levels; bf16 autocasts forward passes to bf16 matmuls (on
+# GPUs, and on CPUs with native bf16: genlab.runtime.check_bf16), deterministic on one machine class.
 Precision = Literal["fp32", "bf16"]
 # torch.compile mode for the networks: "eager" compiles nothing; "reduce-overhead" adds CUDA graphs on a GPU.
 # (Not "off": YAML 1.1 reads an unquoted off as false, and `dvc exp run -S` rewrites params.yaml unquoted.)
@@ -270,6 +271,8 @@ class Runtime(Section):
     # Training processes on this machine (DistributedDataParallel under torchrun, genlab.distributed). Unlike the
     # other settings it changes the bits: the run's config (params, checkpoint) records world_size when above 1.
     processes: Annotated[int, Field(ge=1, le=1024)] = 1
+    # Train in bf16 (a model's precision: bf16) on a CPU without native bf16 arithmetic, where oneDNN emulates it.
+    force_bf16: bool = False
     # MLflow: by default sqlite:///<repo root>/mlflow.db and artifacts in <repo root>/mlruns.
     tracking_uri: str | None = None
     experiment: Annotated[str, Field(min_length=1, max_length=256)] = "genlab"

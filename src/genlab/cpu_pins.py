@@ -14,13 +14,18 @@ GENLAB_CPU_PINS chooses how far the pins go:
 
 The variables are read once, when torch loads (MKL and oneDNN at their first call), so genlab sets them on
 import, before any entry point imports torch. A value the user set for one of them wins.
+
+bf16 on the CPU is the exception: oneDNN runs every bf16 matmul, and capped at AVX2 it has no bf16 kernel and falls
+back to a reference loop (measured on an AMD EPYC of CPU family 25 with avx512_bf16: 1 GFLOP/s, against 410 with the
+cap lifted and 190 for fp32). A process that trains in bf16 starts without genlab's oneDNN cap (`environ_for_bf16`);
+its bits are its own anyway, repeatable on the same machine class, not across ISAs.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-from collections.abc import MutableMapping, Set
+from collections.abc import Mapping, MutableMapping, Set
 from pathlib import Path
 
 LEVELS = ("avx2", "portable", "off")
@@ -36,9 +41,19 @@ SWITCH = "GENLAB_CPU_PINS"
 VARIABLES = (*PINS, *PORTABLE, SWITCH)
 # What ATen's AVX2 kernels need (and what the libraries call the AVX2 level).
 AVX2_FLAGS = frozenset({"avx2", "fma"})
-# What apply() set in this process (not the user): a tool that starts stages with another GENLAB_CPU_PINS level
-# must drop these from the environment it passes on, or they would pin the stages regardless.
+# Native bf16 arithmetic on x86-64: AVX512-BF16's dot products (AMD Zen 4 and later, Intel Cooper Lake and later),
+# AMX's bf16 tiles (Intel Sapphire Rapids and later). Without either, oneDNN emulates bf16, no faster than fp32.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+ONEDNN_PIN = "ONEDNN_MAX_CPU_ISA"
+# No cap: oneDNN takes the widest ISA the CPU has (AVX512_CORE_BF16, AVX512_CORE_AMX, ...).
+ONEDNN_UNCAPPED = "ALL"
+# What apply() set in this process, or a genlab process above it (not the user): a tool that starts stages with
+# another GENLAB_CPU_PINS level must drop these from the environment it passes on, or they would pin the stages
+# regardless.
 APPLIED: dict[str, str] = {}
+# The names of the pins genlab set, passed on in the environment, so that a child process (a stage under dvc, a test's
+# subprocess) tells genlab's pins from the user's: environ_for_bf16 lifts only genlab's.
+MARKER = "GENLAB_PINNED"
 
 
 def first_processor(cpuinfo: str | None = None) -> dict[str, str]:
@@ -78,6 +93,27 @@ def apply(environ: MutableMapping[str, str] = os.environ, flags: Set[str] | None
         pins.pop("ATEN_CPU_CAPABILITY")
     applied = {k: v for k, v in pins.items() if k not in environ}
     environ.update(applied)
+    inherited = {k: pins[k] for k in environ.get(MARKER, "").split() if k in pins and environ.get(k) == pins[k]}
+    ours = inherited | applied
+    if ours:
+        environ[MARKER] = " ".join(sorted(ours))
     if environ is os.environ:
-        APPLIED.update(applied)
+        APPLIED.update(ours)
     return applied
+
+
+def native_bf16(flags: Set[str] | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (NATIVE_BF16_FLAGS in /proc/cpuinfo, or in `flags`)."""
+    return bool(NATIVE_BF16_FLAGS & (cpu_flags() if flags is None else flags))
+
+
+def environ_for_bf16(
+    environ: Mapping[str, str] = os.environ, applied: Mapping[str, str] = APPLIED
+) -> dict[str, str] | None:
+    """The environment a bf16 process needs: `environ` with genlab's oneDNN cap lifted. None where there is nothing to
+    lift: genlab (`applied`: what apply() set) did not cap oneDNN, or the user set ONEDNN_MAX_CPU_ISA (theirs wins; a
+    cap below bf16 is then named by genlab.runtime.check_bf16)."""
+    if ONEDNN_PIN not in applied or environ.get(ONEDNN_PIN) != applied[ONEDNN_PIN]:
+        return None
+    marker = " ".join(k for k in environ.get(MARKER, "").split() if k != ONEDNN_PIN)
+    return {**environ, ONEDNN_PIN: ONEDNN_UNCAPPED, MARKER: marker}

@@ -117,11 +117,12 @@ class Discriminator(nn.Module):
         self.embed = nn.Embedding(NUM_CLASSES, hidden[-1]) if conditional else None
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        # Logits in float32 also under bf16 autocast, for the losses (a no-op in fp32).
         if self.embed is None:
-            return self.net(x).squeeze(-1)
+            return self.net(x).squeeze(-1).float()
         assert labels is not None, "a conditional discriminator needs labels"
         phi = self.net[:-1](x)  # [B, hidden[-1]]
-        return self.net[-1](phi).squeeze(-1) + (self.embed(labels) * phi).sum(dim=1)
+        return (self.net[-1](phi).squeeze(-1) + (self.embed(labels) * phi).sum(dim=1)).float()
 
 
 class GAN(GenerativeModel):

@@ -78,8 +78,10 @@ class VAE(GenerativeModel):
         return torch.cat([v, one_hot(labels, v.dtype)], dim=-1)
 
     def encode(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """x [B, 784] (, labels [B]) -> (mu, logvar), each [B, latent_dim]."""
-        mu, logvar = self.to_moments(self.encoder(self._with_label(x, labels))).chunk(2, dim=-1)
+        """x [B, 784] (, labels [B]) -> (mu, logvar), each [B, latent_dim], float32 also under bf16 autocast: the
+        sampled z and the KL need more than bf16's 8 mantissa bits (a no-op in fp32)."""
+        moments = self.to_moments(self.encoder(self._with_label(x, labels))).float()
+        mu, logvar = moments.chunk(2, dim=-1)
         return mu, logvar
 
     @staticmethod
@@ -123,7 +125,8 @@ class VAE(GenerativeModel):
         Conditional: of log p(x|y), with q(z|x,y) and p(x|z,y). `network`: what runs the forward pass, this VAE
         or a DistributedDataParallel wrapper of it (genlab.distributed)."""
         logits, mu, logvar = (self if network is None else network)(x, generator, labels)
-        reconstruction = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / x.shape[0]
+        # Summed over 784 pixels in float32 also when the decoder ran in bf16.
+        reconstruction = F.binary_cross_entropy_with_logits(logits.float(), x, reduction="sum") / x.shape[0]
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / x.shape[0]
         return VaeLoss(loss=reconstruction + kl, reconstruction=reconstruction, kl=kl)
 
