@@ -1,18 +1,20 @@
 """Training-speed benchmark: samples/s, s/epoch, model FLOPs, MFU against this machine's measured matmul peak.
 
-    python bench/train_speed.py                # genlab's trainers at the params.yaml defaults
-    python bench/train_speed.py --baseline     # also two plain implementations (DataLoader; in memory), for the ratio
+    python bench/train_speed.py                # genlab's trainers at the params.yaml defaults, fp32
+    python bench/train_speed.py --bf16         # also in bf16 (its own process: oneDNN uncapped), MFU against bf16 peak
+    python bench/train_speed.py --baseline     # also the plain implementations (bench/plain.py), for the ratio
     python bench/train_speed.py --contention   # also with one busy process beside it (CPU): the slow-down
     python bench/train_speed.py --pins         # what each of genlab's CPU pins (genlab.cpu_pins) costs, one run
 
 Times a fixed number of optimiser steps after warm-up, on random data shaped like MNIST (speed does not depend
 on pixel values). MFU counts only the matmul FLOPs a step needs (from the layer sizes), divided by the dense
-fp32 matmul rate measured in the same process with the same threads.
+matmul rate of the same precision, measured in the same process with the same threads beside every round.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -21,27 +23,29 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import genlab  # noqa: F401  first: sets OpenMP's wait policy before torch loads (genlab/__init__.py)
 
 # isort: split
 
 import torch
-from torch import nn
 
-from genlab import registry
+from genlab import cpu_pins, registry
 from genlab.config import load_params, load_runtime
 from genlab.cpu_pins import SWITCH, VARIABLES
 from genlab.data import TrainingData
 from genlab.feature_extractor import build_classifier
-from genlab.models.vae.model import VAE, evaluate_loss
+from genlab.models.vae.model import evaluate_loss
 from genlab.models.vae.trainer import VaeTrainer
 from genlab.optim import adam
+from genlab.runtime import check_bf16
 from genlab.streams import batch_indices, make_generator
 from genlab.trainer import Trainer
 
 TRAIN_SIZE = 60_000
+HERE = os.path.dirname(os.path.abspath(__file__))
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def sync(device: torch.device) -> None:
@@ -49,9 +53,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """Best dense fp32 matmul rate (FLOP/s) of n x n by n x n, the machine's practical peak for this work."""
-    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Best dense matmul rate (FLOP/s) of n x n by n x n in `dtype`, the machine's practical peak for this work."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(2):
         a @ b
     best = float("inf")
@@ -91,7 +95,12 @@ def data_path_seconds(data: torch.Tensor, batch_size: int, device: torch.device,
 
 
 def timed_rounds(
-    runs: dict[str, Callable[[int], None]], steps: int, rounds: int, device: torch.device, warmup: int = 0
+    runs: dict[str, Callable[[int], None]],
+    steps: int,
+    rounds: int,
+    device: torch.device,
+    warmup: int = 0,
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[dict[str, list[float]], list[float]]:
     """Seconds per step of each run in each round (after `warmup` untimed steps of each), and the matmul peak
     next to each round (the mean of the measurements before and after it). A VM's speed drifts by tens of percent
@@ -102,11 +111,11 @@ def timed_rounds(
     chunk = max(steps // rounds, 1)
     step_s: dict[str, list[float]] = {name: [] for name in runs}
     peaks = []
-    before = matmul_peak(device, repeats=2)
+    before = matmul_peak(device, repeats=2, dtype=dtype)
     for _ in range(rounds):
         for name, run in runs.items():
             step_s[name].append(time_steps(run, chunk, device))
-        after = matmul_peak(device, repeats=2)
+        after = matmul_peak(device, repeats=2, dtype=dtype)
         peaks.append((before + after) / 2)
         before = after
     return step_s, peaks
@@ -141,105 +150,27 @@ def report(
     return samples_s
 
 
-def print_peaks(peaks: list[float]) -> None:
+def print_peaks(peaks: list[float], precision: str = "fp32") -> None:
     print(
-        f"dense fp32 matmul peak (2048^3, same threads), beside each round: median"
+        f"dense {precision} matmul peak (2048^3, same threads), beside each round: median"
         f" {statistics.median(peaks) / 1e9:,.1f} GFLOP/s ({min(peaks) / 1e9:,.1f}-{max(peaks) / 1e9:,.1f})"
     )
 
 
-# --- a typical implementation (the "before"), for the ratio ----------------------------------------------------
-def baseline_loader(images: torch.Tensor, batch_size: int, symmetric: bool):
-    """A torchvision-style dataset: PIL image per sample, ToTensor + Normalize per sample, DataLoader batch 64."""
-    from PIL import Image
-    from torch.utils.data import DataLoader, Dataset
-    from torchvision import transforms
-
-    class PilDataset(Dataset):
-        def __init__(self):
-            self.images = images.numpy()
-            norm = [transforms.Normalize((0.5,), (0.5,))] if symmetric else []
-            self.transform = transforms.Compose([transforms.ToTensor(), *norm])
-
-        def __len__(self):
-            return len(self.images)
-
-        def __getitem__(self, i):
-            return self.transform(Image.fromarray(self.images[i], mode="L")).view(-1)
-
-    return DataLoader(PilDataset(), batch_size=batch_size, shuffle=True, drop_last=True)
+# --- the plain implementations (bench/plain.py), for the ratio -----------------------------------------------
+def default_pytorch_environ() -> dict[str, str]:
+    """This process's environment as it was before genlab changed it: without the CPU pins and the OpenMP wait
+    policy genlab set (a user's own settings stay)."""
+    drop = {*cpu_pins.APPLIED, cpu_pins.MARKER, *(["OMP_WAIT_POLICY"] if genlab.WAIT_POLICY_SET else [])}
+    return {k: v for k, v in os.environ.items() if k not in drop}
 
 
-def baseline_gan_networks(cfg: dict) -> tuple[nn.Module, nn.Module]:
-    """The seed's MLPs in plain nn layers: nn.Dropout, a Sigmoid output and BCELoss, as a tutorial writes them."""
-    g = nn.Sequential(
-        nn.Linear(cfg["latent_dim"], 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
-        nn.Linear(512, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 784), nn.Tanh(),
-    )  # fmt: skip
-    d = nn.Sequential(
-        nn.Linear(784, 1024), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(1024, 512), nn.LeakyReLU(0.2),
-        nn.Dropout(0.3), nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(256, 1), nn.Sigmoid(),
-    )  # fmt: skip
-    return g, d
-
-
-def baseline_gan_steps(cfg: dict, batches: Callable[[], Iterator[torch.Tensor]]):
-    g, d = baseline_gan_networks(cfg)
-    opt_g, opt_d = torch.optim.Adam(g.parameters(), lr=2e-4), torch.optim.Adam(d.parameters(), lr=2e-4)
-    bce = nn.BCELoss()
-
-    def run(steps: int) -> None:
-        it = batches()
-        for _ in range(steps):
-            x = next(it)
-            b = x.shape[0]
-            ones, zeros = torch.ones(b, 1), torch.zeros(b, 1)
-            fake = g(torch.randn(b, cfg["latent_dim"]))
-            loss_d = bce(d(x), ones) + bce(d(fake.detach()), zeros)
-            opt_d.zero_grad()
-            loss_d.backward()
-            opt_d.step()
-            loss_g = bce(d(fake), ones)
-            opt_g.zero_grad()
-            loss_g.backward()
-            opt_g.step()
-
-    return run
-
-
-def baseline_vae_steps(cfg: dict, batches: Callable[[], Iterator[torch.Tensor]]):
-    vae = VAE(hidden=cfg["hidden"], latent_dim=cfg["latent_dim"])
-    opt = torch.optim.Adam(vae.parameters(), lr=1e-3)
-
-    def run(steps: int) -> None:
-        it = batches()
-        for _ in range(steps):
-            loss = vae.loss(next(it)).loss
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-
-    return run
-
-
-def in_memory_batches(images: torch.Tensor, batch_size: int, symmetric: bool) -> Callable[[], Iterator[torch.Tensor]]:
-    """The afternoon implementation's data path: MNIST as one float tensor in memory, torch.randperm batches of
-    64, no DataLoader."""
-    data = images.reshape(images.shape[0], -1).float().div_(255)
-    if symmetric:
-        data = data.mul_(2).sub_(1)
-
-    def batches() -> Iterator[torch.Tensor]:
-        perm = torch.randperm(data.shape[0])
-        for start in range(0, data.shape[0] - batch_size + 1, batch_size):
-            yield data[perm[start : start + batch_size]]
-
-    return batches
-
-
-def loader_batches(images: torch.Tensor, batch_size: int, symmetric: bool) -> Callable[[], Iterator[torch.Tensor]]:
-    loader = baseline_loader(images, batch_size, symmetric)
-    return lambda: iter(loader)
+def plain_baseline(data: str, args: argparse.Namespace) -> dict:
+    """bench/plain.py with `data` (in-memory or dataloader) in its own process, with default PyTorch."""
+    cmd = [sys.executable, os.path.join(HERE, "plain.py"), "--data", data, "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+    out = subprocess.run(cmd, env=default_pytorch_environ(), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
 
 
 def classifier_steps(cfg: dict, images: torch.Tensor, device: torch.device):
@@ -282,8 +213,8 @@ def compare_pins(args: argparse.Namespace) -> None:
                    "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             for line in out.splitlines():
-                if "samples/s" in line and "(genlab)" in line:
-                    model = line.split(" (genlab)")[0]
+                if "samples/s" in line and "(genlab" in line:
+                    model = line.split(" (genlab")[0]
                     rates[name].setdefault(model, []).append(float(line.split()[2].replace(",", "")))
                     mfu = re.search(r"MFU +([\d.]+)%", line)
                     if mfu:
@@ -307,7 +238,11 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds, each beside its own peak measurement")
     parser.add_argument(
-        "--baseline", action="store_true", help="also time two plain implementations, DataLoader and in memory (CPU)"
+        "--baseline", action="store_true", help="also time the plain implementations, in memory and DataLoader (CPU)"
+    )
+    parser.add_argument("--bf16", action="store_true", help="also time genlab's trainers in bf16, in their own process")
+    parser.add_argument(
+        "--precision", choices=tuple(DTYPES), default="fp32", help="the trainers' precision (--bf16 runs bf16 itself)"
     )
     parser.add_argument(
         "--contention", action="store_true", help="also time genlab's steps with one busy process beside them (CPU)"
@@ -323,6 +258,9 @@ def main() -> None:
     threads = runtime.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     torch.manual_seed(0)
+    precision, dtype = args.precision, DTYPES[args.precision]
+    if precision == "bf16":
+        check_bf16("--precision", device, force=runtime.force_bf16)
     if device.type == "cuda":
         what = f"GPU {torch.cuda.get_device_name(device)}"
     else:
@@ -332,7 +270,7 @@ def main() -> None:
             f"CPU {cpu}, {threads} threads of {os.cpu_count()} cores, OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']},"
             f" ATen {torch.backends.cpu.get_cpu_capability()}, pins: {pins}"
         )
-    print(f"genlab train_speed: {what}; torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"genlab train_speed ({precision}): {what}; torch {torch.__version__}, Python {platform.python_version()}")
     gan_cfg, vae_cfg = params.model("gan").model_dump(), params.model("vae").model_dump()
     n = max(args.steps + args.warmup, 1) * max(gan_cfg["batch_size"], vae_cfg["batch_size"])
     raw = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
@@ -345,6 +283,7 @@ def main() -> None:
     def trainer_of(name: str) -> Trainer:
         """Built as pipeline/train.py builds it, from the model's params section."""
         kind, cfg = params.models[name], params.model(name).resolved()
+        cfg = cfg.model_copy(update={"precision": precision})
         model = registry.model_class(kind).from_config(cfg)
         return registry.trainer_class(kind)(model, cfg, data, name=name, config={}, seed=0, device=device)
 
@@ -370,45 +309,72 @@ def main() -> None:
     vae_eval_s = (time.perf_counter() - t) * (10_000 / test.shape[0])
 
     clf_cfg = params.classifier.model_dump()
-    genlab_runs = {
-        "gan": lambda s: steps_of(gan_trainer, s),
-        "vae": lambda s: steps_of(vae_trainer, s),
-        "classifier": classifier_steps(clf_cfg, flat, device),
-    }
-    step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device, warmup=args.warmup)
+    genlab_runs = {"gan": lambda s: steps_of(gan_trainer, s), "vae": lambda s: steps_of(vae_trainer, s)}
+    if precision == "fp32":  # the classifier trains in fp32 whatever the models' precision
+        genlab_runs["classifier"] = classifier_steps(clf_cfg, flat, device)
+    step_s, peaks = timed_rounds(genlab_runs, args.steps, args.rounds, device, warmup=args.warmup, dtype=dtype)
     gan_data = data_path_seconds(flat, gan_cfg["batch_size"], device, args.steps)
     vae_data = data_path_seconds(flat, vae_cfg["batch_size"], device, args.steps)
-    print_peaks(peaks)
+    print_peaks(peaks, precision)
     print()
     gan_flops, vae_flops = gan.flops_per_sample(), vae.flops_per_sample()
-    gan_rate = report("GAN (genlab)", step_s["gan"], peaks, gan_cfg["batch_size"], gan_flops, gan_data)
-    vae_rate = report(
-        "VAE (genlab)", step_s["vae"], peaks, vae_cfg["batch_size"], vae_flops, vae_data, extra_epoch_s=vae_eval_s
-    )
-    clf_s = statistics.median(step_s["classifier"])
-    print(
-        f"{'Classifier (genlab)':<22} {clf_cfg['batch_size'] / clf_s:>10,.0f} samples/s "
-        f" {epoch_seconds(clf_s, clf_cfg['batch_size']):>7.2f} s/epoch  (conv layers: no MFU counted)"
-    )
+    rates = {
+        "gan": report(f"GAN (genlab, {precision})", step_s["gan"], peaks, gan_cfg["batch_size"], gan_flops, gan_data),
+        "vae": report(
+            f"VAE (genlab, {precision})",
+            step_s["vae"],
+            peaks,
+            vae_cfg["batch_size"],
+            vae_flops,
+            vae_data,
+            extra_epoch_s=vae_eval_s,
+        ),
+    }
+    if "classifier" in step_s:
+        clf_s = statistics.median(step_s["classifier"])
+        print(
+            f"{'Classifier (genlab)':<22} {clf_cfg['batch_size'] / clf_s:>10,.0f} samples/s "
+            f" {epoch_seconds(clf_s, clf_cfg['batch_size']):>7.2f} s/epoch  (conv layers: no MFU counted)"
+        )
+    if args.precision != "fp32":  # a child of --bf16: its rates for the parent
+        print("RATES " + json.dumps(rates))
+        return
+
+    if args.bf16:
+        # Its own process: oneDNN's ISA was fixed when torch loaded here, capped below bf16 (genlab.cpu_pins).
+        cmd = [sys.executable, __file__, "--precision", "bf16", "--params", args.params, "--steps", str(args.steps),
+               "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+        env = cpu_pins.environ_for_bf16() or dict(os.environ)
+        out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"--bf16: {out.stderr.strip().splitlines()[-1]}")
+        print("\n" + "\n".join(ln for ln in out.stdout.splitlines() if not ln.startswith("RATES ")))
+        bf16 = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RATES "))[6:])
+        print(f"bf16 / fp32, samples/s: GAN {bf16['gan'] / rates['gan']:.2f}x, VAE {bf16['vae'] / rates['vae']:.2f}x")
 
     if args.baseline:
         if device.type != "cpu":
-            sys.exit("--baseline times the typical CPU implementation; run it with GENLAB_DEVICE=cpu")
-        base_images = raw[: (args.steps + args.warmup) * 64]
-        torch.manual_seed(0)
-        # Two "before"s: the torchvision-style DataLoader one, and the plain in-memory one a user writes in an
-        # afternoon (the one to beat: its data path costs nothing).
-        for label, batches in (("DataLoader", loader_batches), ("in-memory", in_memory_batches)):
-            base_runs = {
-                "gan": baseline_gan_steps(gan_cfg, batches(base_images, 64, True)),
-                "vae": baseline_vae_steps(vae_cfg, batches(base_images, 64, False)),
-            }
-            base_s, base_peaks = timed_rounds(base_runs, args.steps, args.rounds, device, warmup=args.warmup)
-            base_gan = report(f"GAN ({label}, bs 64)", base_s["gan"], base_peaks, 64, gan_flops, None)
+            sys.exit("--baseline times the plain CPU implementations; run it with GENLAB_DEVICE=cpu")
+        # Two "before"s, each in its own process with default PyTorch (bench/plain.py): the plain in-memory one a
+        # user writes in an afternoon (the one to beat: its data path costs nothing), and the torchvision-style
+        # DataLoader one.
+        for label, data_path in (("in-memory", "in-memory"), ("DataLoader", "dataloader")):
+            base = plain_baseline(data_path, args)
+            b, base_peaks = base["batch"], base["peaks"]
+            print(f"\nplain, {label}, default PyTorch ({base['threads']} threads, {base['environment']}):")
+            print_peaks(base_peaks)
+            base_gan = report(f"GAN ({label}, bs {b})", base["step_s"]["gan"], base_peaks, b, gan_flops, None)
             base_vae = report(
-                f"VAE ({label}, bs 64)", base_s["vae"], base_peaks, 64, vae_flops, None, extra_epoch_s=vae_eval_s
+                f"VAE ({label}, bs {b})", base["step_s"]["vae"], base_peaks, b, vae_flops, None, vae_eval_s
             )
-            print(f"genlab / {label}, samples/s: GAN {gan_rate / base_gan:.2f}x, VAE {vae_rate / base_vae:.2f}x\n")
+            print(
+                f"genlab / {label}, samples/s: GAN {rates['gan'] / base_gan:.2f}x, VAE {rates['vae'] / base_vae:.2f}x"
+            )
+            if args.bf16:
+                print(
+                    f"genlab bf16 / {label}, samples/s: GAN {bf16['gan'] / base_gan:.2f}x,"
+                    f" VAE {bf16['vae'] / base_vae:.2f}x"
+                )
 
     if args.contention:
         if device.type != "cpu":
