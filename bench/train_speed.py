@@ -4,6 +4,7 @@
     python bench/train_speed.py --bf16         # also in bf16 (its own process: oneDNN uncapped), MFU against bf16 peak
     python bench/train_speed.py --baseline     # also the plain implementations (bench/plain.py), for the ratio
     python bench/train_speed.py --contention   # also with one busy process beside it (CPU): the slow-down
+    python bench/train_speed.py --breakdown    # also where each step's time goes, by kind of op (torch.profiler)
     python bench/train_speed.py --pins         # what each of genlab's CPU pins (genlab.cpu_pins) costs, one run
 
 Times a fixed number of optimiser steps after warm-up, on random data shaped like MNIST (speed does not depend
@@ -191,6 +192,41 @@ def classifier_steps(cfg: dict, images: torch.Tensor, device: torch.device):
     return run
 
 
+# Op categories of --breakdown, by ATen name (self time: a category holds what its kernels ran, not their callees).
+CATEGORIES = {
+    "matmul": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
+    "optimizer (fused Adam)": ("aten::_fused_adam_",),
+    "random draws": ("aten::uniform_", "aten::normal_", "aten::randperm", "aten::bernoulli_", "aten::random_"),
+    "casts and copies": ("aten::copy_", "aten::_to_copy", "aten::clone", "aten::contiguous"),
+}
+
+
+def breakdown(name: str, run: Callable[[int], None], steps: int) -> None:
+    """Where `run`'s steps spend their time, by op category (torch.profiler, CPU self time), against wall time. What
+    no op accounts for is Python, the dispatcher and waiting: with OMP_WAIT_POLICY=PASSIVE, waking the sleeping
+    OpenMP threads for each parallel region shows up inside the ops' times, not here."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        t = time.perf_counter()
+        run(steps)
+        wall = time.perf_counter() - t
+    totals = {cat: 0.0 for cat in CATEGORIES}
+    other = 0.0
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        cat = next((c for c, names in CATEGORIES.items() if event.key in names), None)
+        if cat is None:
+            other += event.self_cpu_time_total / 1e6
+        else:
+            totals[cat] += event.self_cpu_time_total / 1e6
+    totals["other ATen ops (element-wise, losses, sums)"] = other
+    totals["outside ATen ops (Python, autograd, dispatch)"] = max(wall - sum(totals.values()), 0.0)
+    shares = ", ".join(f"{cat} {seconds / wall:.0%}" for cat, seconds in totals.items())
+    print(f"{name}: {wall / steps * 1e3:.2f} ms/step under the profiler: {shares}")
+
+
 # Pin sets that --pins compares: genlab's default, none, and each pin lifted alone (the user's way to opt out).
 PIN_RUNS: dict[str, dict[str, str]] = {
     "pins off": {SWITCH: "off"},
@@ -248,6 +284,7 @@ def main() -> None:
         "--contention", action="store_true", help="also time genlab's steps with one busy process beside them (CPU)"
     )
     parser.add_argument("--pins", action="store_true", help="compare genlab's CPU pin sets, each in its own process")
+    parser.add_argument("--breakdown", action="store_true", help="also where genlab's steps spend their time, by op")
     args = parser.parse_args()
     if args.pins:
         compare_pins(args)
@@ -336,6 +373,10 @@ def main() -> None:
             f"{'Classifier (genlab)':<22} {clf_cfg['batch_size'] / clf_s:>10,.0f} samples/s "
             f" {epoch_seconds(clf_s, clf_cfg['batch_size']):>7.2f} s/epoch  (conv layers: no MFU counted)"
         )
+    if args.breakdown:
+        print()
+        for model in ("gan", "vae"):
+            breakdown(f"{model.upper()} (genlab, {precision})", genlab_runs[model], args.steps)
     if args.precision != "fp32":  # a child of --bf16: its rates for the parent
         print("RATES " + json.dumps(rates))
         return
@@ -343,7 +384,8 @@ def main() -> None:
     if args.bf16:
         # Its own process: oneDNN's ISA was fixed when torch loaded here, capped below bf16 (genlab.cpu_pins).
         cmd = [sys.executable, __file__, "--precision", "bf16", "--params", args.params, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+               "--warmup", str(args.warmup), "--rounds", str(args.rounds),
+               *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
         env = cpu_pins.environ_for_bf16() or dict(os.environ)
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:

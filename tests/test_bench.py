@@ -37,7 +37,7 @@ def test_flops_per_sample_equal_what_a_training_step_executes(kind, conditional)
 def test_a_short_benchmark_run_prints_every_figure():
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps", "4", "--warmup", "1", "--rounds", "2", "--baseline", "--contention",
-         "--bf16"],
+         "--bf16", "--breakdown"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -58,6 +58,11 @@ def test_a_short_benchmark_run_prints_every_figure():
         mfu = float(re.search(r"MFU\s+([\d.]+)%", line).group(1))
         assert 0 < mfu < 150, line
     assert re.search(r"bf16 / fp32, samples/s: GAN [\d.]+x, VAE [\d.]+x", text)
+    for model in ("GAN", "VAE"):
+        for precision in ("fp32", "bf16"):
+            line = next(ln for ln in text.splitlines() if ln.startswith(f"{model} (genlab, {precision}): "))
+            shares = [int(p) for p in re.findall(r" (\d+)%", line)]
+            assert "matmul" in line and len(shares) == 6 and 90 <= sum(shares) <= 110, line
     for baseline in ("DataLoader", "in-memory"):
         assert re.search(rf"genlab / {baseline}, samples/s: GAN [\d.]+x, VAE [\d.]+x", text), text
         assert re.search(rf"genlab bf16 / {baseline}, samples/s: GAN [\d.]+x, VAE [\d.]+x", text), text
