@@ -13,9 +13,10 @@ __version__ = "0.1.0"
 # libgomp; genlab is imported before torch in every entry point.
 # Whether genlab set it, here or in a genlab process above (genlab.cpu_pins.MARKER), not the user: bench/ runs its
 # plain baselines without it.
-WAIT_POLICY_SET = "OMP_WAIT_POLICY" not in _os.environ or "OMP_WAIT_POLICY" in _os.environ.get(_cpu_pins.MARKER, "")
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+_marked = _os.environ.get(_cpu_pins.MARKER, "").split()
+WAIT_POLICY_SET = "OMP_WAIT_POLICY" not in _os.environ or "OMP_WAIT_POLICY" in _marked
+if "OMP_WAIT_POLICY" not in _os.environ:
+    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    _os.environ[_cpu_pins.MARKER] = " ".join([*_marked, "OMP_WAIT_POLICY"])
 # The same CPU kernels on AVX2 and AVX-512 machines, hence the same bits (genlab.cpu_pins); also before torch.
 _cpu_pins.apply()
-if WAIT_POLICY_SET:
-    _os.environ[_cpu_pins.MARKER] = " ".join([*_os.environ.get(_cpu_pins.MARKER, "").split(), "OMP_WAIT_POLICY"])

@@ -93,10 +93,12 @@ def apply(environ: MutableMapping[str, str] = os.environ, flags: Set[str] | None
         pins.pop("ATEN_CPU_CAPABILITY")
     applied = {k: v for k, v in pins.items() if k not in environ}
     environ.update(applied)
-    inherited = {k: pins[k] for k in environ.get(MARKER, "").split() if k in pins and environ.get(k) == pins[k]}
+    marked = environ.get(MARKER, "").split()
+    inherited = {k: pins[k] for k in marked if k in pins and environ.get(k) == pins[k]}
     ours = inherited | applied
-    if ours:
-        environ[MARKER] = " ".join(sorted(ours))
+    others = [k for k in marked if k not in PINS and k not in PORTABLE]  # genlab's other settings (genlab/__init__)
+    if ours or others:
+        environ[MARKER] = " ".join(sorted(ours) + others)
     if environ is os.environ:
         APPLIED.update(ours)
     return applied
