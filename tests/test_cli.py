@@ -146,4 +146,4 @@ def test_genlab_profile_spells_the_profile_as_dvc_set_params_that_read_back_as_i
     assert yaml.safe_load(flat["gan.epochs"]) == profile["gan"]["epochs"]
     assert len(flat) == sum(map(len, profile.values()))
     missing = CliRunner().invoke(main, ["profile", "nope"])
-    assert missing.exit_code == 1 and "profiles: ci" in missing.output
+    assert missing.exit_code == 1 and "profiles: bf16, ci" in missing.output
