@@ -47,6 +47,16 @@ from genlab.trainer import Trainer
 TRAIN_SIZE = 60_000
 HERE = os.path.dirname(os.path.abspath(__file__))
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+RATES = "RATES "  # the line a --bf16 child prints its samples/s on, for the parent
+
+
+def timing_args(args: argparse.Namespace) -> list[str]:
+    """The timing flags of a child process (a pin set, the bf16 run, a plain baseline): this run's own."""
+    return ["--steps", str(args.steps), "--warmup", str(args.warmup), "--rounds", str(args.rounds)]
+
+
+def print_ratio(label: str, rates: dict[str, float], base: dict[str, float]) -> None:
+    print(f"{label}, samples/s: GAN {rates['gan'] / base['gan']:.2f}x, VAE {rates['vae'] / base['vae']:.2f}x")
 
 
 def sync(device: torch.device) -> None:
@@ -168,8 +178,7 @@ def default_pytorch_environ() -> dict[str, str]:
 
 def plain_baseline(data: str, args: argparse.Namespace) -> dict:
     """bench/plain.py with `data` (in-memory or dataloader) in its own process, with default PyTorch."""
-    cmd = [sys.executable, os.path.join(HERE, "plain.py"), "--data", data, "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+    cmd = [sys.executable, os.path.join(HERE, "plain.py"), "--data", data, *timing_args(args)]
     out = subprocess.run(cmd, env=default_pytorch_environ(), capture_output=True, text=True, check=True)
     return json.loads(out.stdout.splitlines()[-1])
 
@@ -245,13 +254,13 @@ def compare_pins(args: argparse.Namespace) -> None:
     for _ in range(2):
         for name, pins in PIN_RUNS.items():
             env = {k: v for k, v in os.environ.items() if k not in VARIABLES} | pins
-            cmd = [sys.executable, __file__, "--params", args.params, "--steps", str(args.steps),
-                   "--warmup", str(args.warmup), "--rounds", str(args.rounds)]  # fmt: skip
+            cmd = [sys.executable, __file__, "--params", args.params, *timing_args(args)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
             for line in out.splitlines():
                 if "samples/s" in line and "(genlab" in line:
                     model = line.split(" (genlab")[0]
-                    rates[name].setdefault(model, []).append(float(line.split()[2].replace(",", "")))
+                    rate = re.search(r"([\d,]+) samples/s", line).group(1)  # type: ignore[union-attr]
+                    rates[name].setdefault(model, []).append(float(rate.replace(",", "")))
                     mfu = re.search(r"MFU +([\d.]+)%", line)
                     if mfu:
                         mfus[name].setdefault(model, []).append(float(mfu.group(1)))
@@ -378,21 +387,20 @@ def main() -> None:
         for model in ("gan", "vae"):
             breakdown(f"{model.upper()} (genlab, {precision})", genlab_runs[model], args.steps)
     if args.precision != "fp32":  # a child of --bf16: its rates for the parent
-        print("RATES " + json.dumps(rates))
+        print(RATES + json.dumps(rates))
         return
 
     if args.bf16:
         # Its own process: oneDNN's ISA was fixed when torch loaded here, capped below bf16 (genlab.cpu_pins).
-        cmd = [sys.executable, __file__, "--precision", "bf16", "--params", args.params, "--steps", str(args.steps),
-               "--warmup", str(args.warmup), "--rounds", str(args.rounds),
+        cmd = [sys.executable, __file__, "--precision", "bf16", "--params", args.params, *timing_args(args),
                *(["--breakdown"] if args.breakdown else [])]  # fmt: skip
         env = cpu_pins.environ_for_bf16() or dict(os.environ)
         out = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"--bf16: {out.stderr.strip().splitlines()[-1]}")
-        print("\n" + "\n".join(ln for ln in out.stdout.splitlines() if not ln.startswith("RATES ")))
-        bf16 = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("RATES "))[6:])
-        print(f"bf16 / fp32, samples/s: GAN {bf16['gan'] / rates['gan']:.2f}x, VAE {bf16['vae'] / rates['vae']:.2f}x")
+        print("\n" + "\n".join(ln for ln in out.stdout.splitlines() if not ln.startswith(RATES)))
+        bf16 = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith(RATES)).removeprefix(RATES))
+        print_ratio("bf16 / fp32", bf16, rates)
 
     if args.baseline:
         if device.type != "cpu":
@@ -405,18 +413,15 @@ def main() -> None:
             b, base_peaks = base["batch"], base["peaks"]
             print(f"\nplain, {label}, default PyTorch ({base['threads']} threads, {base['environment']}):")
             print_peaks(base_peaks)
-            base_gan = report(f"GAN ({label}, bs {b})", base["step_s"]["gan"], base_peaks, b, gan_flops, None)
-            base_vae = report(
-                f"VAE ({label}, bs {b})", base["step_s"]["vae"], base_peaks, b, vae_flops, None, vae_eval_s
-            )
-            print(
-                f"genlab / {label}, samples/s: GAN {rates['gan'] / base_gan:.2f}x, VAE {rates['vae'] / base_vae:.2f}x"
-            )
+            base_rates = {
+                "gan": report(f"GAN ({label}, bs {b})", base["step_s"]["gan"], base_peaks, b, gan_flops, None),
+                "vae": report(
+                    f"VAE ({label}, bs {b})", base["step_s"]["vae"], base_peaks, b, vae_flops, None, vae_eval_s
+                ),
+            }
+            print_ratio(f"genlab / {label}", rates, base_rates)
             if args.bf16:
-                print(
-                    f"genlab bf16 / {label}, samples/s: GAN {bf16['gan'] / base_gan:.2f}x,"
-                    f" VAE {bf16['vae'] / base_vae:.2f}x"
-                )
+                print_ratio(f"genlab bf16 / {label}", bf16, base_rates)
 
     if args.contention:
         if device.type != "cpu":

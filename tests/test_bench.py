@@ -34,6 +34,7 @@ def test_flops_per_sample_equal_what_a_training_step_executes(kind, conditional)
     assert counted_flops(trainer) == trainer.model.flops_per_sample() * trainer.data.shape[0]
 
 
+@pytest.mark.slow
 def test_a_short_benchmark_run_prints_every_figure():
     out = subprocess.run(
         [sys.executable, str(SCRIPT), "--steps", "4", "--warmup", "1", "--rounds", "2", "--baseline", "--contention",
@@ -70,3 +71,19 @@ def test_a_short_benchmark_run_prints_every_figure():
     assert text.count("default PyTorch (") == 2 and "'OMP_WAIT_POLICY': None" in text
     assert re.search(r"with one busy process beside it .*GAN [\d.]+ s/epoch \([\d.]+x idle\)", text)
     assert "peak host memory" in text
+
+
+@pytest.mark.slow
+def test_the_pin_comparison_reads_every_pin_sets_rows():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--pins", "--steps", "2", "--warmup", "1", "--rounds", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    rows = {ln.split("  ")[0]: ln for ln in out.stdout.splitlines()}
+    for name in ("pins off", "genlab pins (default)", "portable (+MKL_CBWR=COMPATIBLE)"):
+        cells = re.findall(r"([\d,]+) \(([+-][\d.]+)%\)", rows[name])
+        assert len(cells) == 3, rows[name]  # GAN, VAE, classifier
