@@ -304,7 +304,8 @@ def test_bf16_training_on_the_cpu_repeats_bit_for_bit_or_is_refused(tmp_path):
     """precision: bf16 trains in oneDNN's bf16 kernels (the stage restarts itself without genlab's AVX2 cap on
     oneDNN), the same bits run to run; a CPU without native bf16 gets one line saying so."""
     mirror = tmp_path / "mirror"
-    params = tiny_params(make_idx_files(mirror), epochs=2, models=("vae",), vae__precision="bf16")
+    sha = make_idx_files(mirror)
+    params = tiny_params(sha, epochs=2, models=("vae",), vae__precision="bf16")
     env = {**stage_env(mirror), "PYTHONPATH": "src"}
     projects = [make_project(tmp_path / name, params) for name in ("a", "b")]
     for project in projects:
@@ -320,7 +321,7 @@ def test_bf16_training_on_the_cpu_repeats_bit_for_bit_or_is_refused(tmp_path):
     paths = load_params(projects[0] / "params.yaml").paths
     for path in (paths.model("vae"), paths.snapshots("vae"), paths.history("vae")):
         assert sha256(projects[0] / path) == sha256(projects[1] / path), path
-    fp32 = make_project(tmp_path / "fp32", tiny_params(make_idx_files(mirror), epochs=2, models=("vae",)))
+    fp32 = make_project(tmp_path / "fp32", tiny_params(sha, epochs=2, models=("vae",)))
     for stage in ("download", "train_classifier", "train"):
         run([sys.executable, f"pipeline/{stage}.py", *(["vae"] if stage == "train" else [])], fp32, env)
     assert sha256(fp32 / paths.model("vae")) != sha256(projects[0] / paths.model("vae"))  # bf16 did run
