@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -22,6 +22,11 @@ from genlab.config import (
 from genlab.models.base import NUM_CLASSES
 
 RealLabel = Annotated[float, Field(gt=0.5, le=1)]
+# bce: the original non-saturating GAN loss (Goodfellow et al. 2014); hinge: Lim & Ye 2017, as in SN-GAN (Miyato et
+# al. 2018) and SAGAN (Zhang et al. 2019).
+GanLoss = Literal["bce", "hinge"]
+# Per generator step; 0 samples from the trained generator itself. 0.999 averages over the last ~1,000 steps.
+EmaDecay = Annotated[float, Field(ge=0, lt=1)]
 
 
 class GanOverrides(Section):
@@ -33,6 +38,15 @@ class GanOverrides(Section):
     real_label: RealLabel | None = None
     dropout: Probability | None = None
     batch_size: BatchSize | None = None
+    loss: GanLoss | None = None
+    spectral_norm: bool | None = None
+    ema_decay: EmaDecay | None = None
+    discriminator_lr: LearningRate | None = None
+
+
+# Stabilisers, all off in the faithful variant, with their neutral values. A record leaves out those at their
+# neutral value, so the runs made before they existed keep their checkpoints' bytes.
+STABILISERS_OFF: dict[str, Any] = {"loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "discriminator_lr": None}
 
 
 class GanConfig(ModelSection):
@@ -59,6 +73,17 @@ class GanConfig(ModelSection):
     diagnostic_samples: DiagnosticSamples = 1000
     precision: Precision = "fp32"
     compile: CompileMode = "eager"
+    # Stabilisers (see the variants in params.yaml, and README "GAN variants" for what each measured):
+    loss: GanLoss = "bce"
+    # Spectral normalisation of every discriminator weight (Miyato et al. 2018, arXiv:1802.05957): each layer is
+    # 1-Lipschitz, so the discriminator cannot sharpen without bound and its gradients to the generator stay useful.
+    spectral_norm: bool = False
+    # Samples, snapshots and the exported sampler come from an exponential moving average of the generator's
+    # weights (Yazici et al. 2019, "The Unusual Effectiveness of Averaging in GAN Training", arXiv:1806.04498).
+    ema_decay: EmaDecay = 0.0
+    # The discriminator's own learning rate; null: lr. Two time-scale update rule (Heusel et al. 2017,
+    # arXiv:1706.08500), e.g. 4x the generator's as in SAGAN.
+    discriminator_lr: LearningRate | None = None
 
     @model_validator(mode="after")
     def _variant_is_defined(self) -> GanConfig:
@@ -73,18 +98,31 @@ class GanConfig(ModelSection):
                 f"num_fixed_samples = {self.num_fixed_samples}: a conditional model draws {NUM_CLASSES} rows of"
                 f" equal length; choose a multiple of {NUM_CLASSES}"
             )
+        for name in ["faithful", *self.variants]:
+            run = self.with_variant(name)
+            if run.loss == "hinge" and run.real_label < 1:
+                raise ValueError(
+                    f"variant {name!r}: real_label = {run.real_label} (label smoothing) applies to the bce loss only;"
+                    " with loss: hinge leave real_label at 1.0"
+                )
         return self
 
     def resolved(self) -> GanConfig:
         """The values training uses: the chosen variant's overrides applied (`variant` still names it)."""
-        if self.variant == "faithful":
+        return self.with_variant(self.variant)
+
+    def with_variant(self, name: str) -> GanConfig:
+        if name == "faithful":
             return self
-        return self.model_copy(update=self.variants[self.variant].model_dump(exclude_none=True))
+        return self.model_copy(update=self.variants[name].model_dump(exclude_none=True))
 
     def record(self) -> dict[str, Any]:
         # The variant table is not part of the run: resolved() applied the chosen entry. An unconditional GAN's
         # record keeps exactly the keys it had before conditioning existed: its checkpoint's bytes depend on them.
-        return self.resolved().model_dump(exclude={"variants"} if self.conditional else {"variants", "conditional"})
+        resolved = self.resolved()
+        left_out = {"variants"} if self.conditional else {"variants", "conditional"}
+        left_out |= {k for k, off in STABILISERS_OFF.items() if getattr(resolved, k) == off}
+        return resolved.model_dump(exclude=left_out)
 
 
 CONFIG = GanConfig

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm as with_spectral_norm
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from genlab.models.base import (
     IMAGE_DIM,
@@ -108,6 +110,7 @@ class Discriminator(nn.Module):
         leaky_slope: float = 0.2,
         dropout: float = 0.3,
         conditional: bool = False,
+        spectral_norm: bool = False,
     ):
         super().__init__()
         self.net = nn.Sequential(
@@ -115,6 +118,13 @@ class Discriminator(nn.Module):
             nn.Linear(hidden[-1], 1),
         )
         self.embed = nn.Embedding(NUM_CLASSES, hidden[-1]) if conditional else None
+        if spectral_norm:
+            # Every weight divided by its largest singular value, estimated by one power iteration per forward pass
+            # in training (torch's parametrization; its u, v vectors are buffers, saved with the weights). The
+            # label embedding too, as in the projection discriminator's paper.
+            for module in [*self.net, self.embed]:
+                if isinstance(module, (nn.Linear, nn.Embedding)):
+                    with_spectral_norm(module)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # Logits in float32 also under bf16 autocast, for the losses (a no-op in fp32).
@@ -144,13 +154,35 @@ class GAN(GenerativeModel):
         dropout: float = 0.3,
         real_label: float = 1.0,
         conditional: bool = False,
+        loss: str = "bce",
+        spectral_norm: bool = False,
+        ema_decay: float = 0.0,
     ):
         super().__init__()
         self.latent_dim = latent_dim
         self.real_label = real_label
         self.conditional = conditional
+        self.loss = loss
         self.generator = Generator(latent_dim, generator_hidden, image_dim, leaky_slope, conditional)
-        self.discriminator = Discriminator(discriminator_hidden, image_dim, leaky_slope, dropout, conditional)
+        self.discriminator = Discriminator(
+            discriminator_hidden, image_dim, leaky_slope, dropout, conditional, spectral_norm
+        )
+        # The averaged generator samples; the trained one only learns. Its weights start as a copy and follow
+        # update_average() after every generator step. Not a parameter of any optimiser.
+        self.generator_average: AveragedModel | None = None
+        if ema_decay > 0:
+            self.generator_average = AveragedModel(self.generator, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+            self.generator_average.requires_grad_(False)
+
+    @property
+    def sampling_generator(self) -> nn.Module:
+        """The generator that draws samples, snapshots and evaluations: the weight average when there is one."""
+        return self.generator if self.generator_average is None else self.generator_average.module
+
+    @torch.no_grad()
+    def update_average(self) -> None:
+        if self.generator_average is not None:
+            self.generator_average.update_parameters(self.generator)
 
     @classmethod
     def from_config(cls, cfg: GanConfig) -> GAN:
@@ -162,10 +194,13 @@ class GAN(GenerativeModel):
             dropout=cfg.dropout,
             real_label=cfg.real_label,
             conditional=cfg.conditional,
+            loss=cfg.loss,
+            spectral_norm=cfg.spectral_norm,
+            ema_decay=cfg.ema_decay,
         )
 
     def generate(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.generator(latent, labels)  # [B, 784] in [-1, 1]
+        x = self.sampling_generator(latent, labels)  # [B, 784] in [-1, 1]
         return ((x + 1) / 2).reshape(-1, 1, IMAGE_SIDE, IMAGE_SIDE)
 
     def flops_per_sample(self) -> int:
@@ -197,7 +232,7 @@ class GAN(GenerativeModel):
             x = real[start : start + batch_size]
             y = test_labels[start : start + batch_size] if self.conditional else None
             real_logits = self.discriminator(x, y)
-            fake_logits = self.discriminator(self.generator(self.sample_noise(x.shape[0], g), y), y)
+            fake_logits = self.discriminator(self.sampling_generator(self.sample_noise(x.shape[0], g), y), y)
             correct += float((real_logits > 0).sum() + (fake_logits < 0).sum())
             d_real += float(torch.sigmoid(real_logits).sum())
             d_fake += float(torch.sigmoid(fake_logits).sum())
@@ -234,6 +269,9 @@ class GAN(GenerativeModel):
         both = None if labels is None else torch.cat([labels, labels])
         logits = discriminator(torch.cat([real, fake]), both)
         real_logits, fake_logits = logits[: real.shape[0]], logits[real.shape[0] :]
+        if self.loss == "hinge":
+            # Lim & Ye 2017, eq. 5: no loss once a real logit is above 1 or a fake one below -1.
+            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean(), real_logits, fake_logits
         # One-sided label smoothing when real_label < 1 (Salimans et al. 2016, sec. 3.4).
         real_target = torch.full_like(real_logits, self.real_label)
         loss = F.binary_cross_entropy_with_logits(real_logits, real_target) + F.binary_cross_entropy_with_logits(
@@ -244,8 +282,10 @@ class GAN(GenerativeModel):
     def generator_loss(
         self, fake: torch.Tensor, labels: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns (loss, fake logits): BCE of D(G(z)) against the "real" label."""
+        """Returns (loss, fake logits): BCE of D(G(z)) against the "real" label; hinge: -D(G(z)) (Lim & Ye 2017)."""
         fake_logits = self.discriminator(fake, labels)
+        if self.loss == "hinge":
+            return -fake_logits.mean(), fake_logits
         return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits)), fake_logits
 
 

@@ -31,7 +31,8 @@ class GanTrainer(Trainer):
         self.batch_size = cfg.batch_size
         betas = (cfg.beta1, cfg.beta2)
         self.opt_g = adam(model.generator.parameters(), lr=cfg.lr, betas=betas, device=device)
-        self.opt_d = adam(model.discriminator.parameters(), lr=cfg.lr, betas=betas, device=device)
+        lr_d = cfg.lr if cfg.discriminator_lr is None else cfg.discriminator_lr
+        self.opt_d = adam(model.discriminator.parameters(), lr=lr_d, betas=betas, device=device)
         # Under torchrun, DDP wrappers that sync the gradients of the steps they take part in: the discriminator's
         # step runs both networks through them. The generator's step runs the bare discriminator, whose weights
         # take no gradient there.
@@ -82,6 +83,7 @@ class GanTrainer(Trainer):
             self.opt_g.zero_grad(set_to_none=True)
             self.for_backward(loss_g, b).backward()
             self.opt_g.step()
+            gan.update_average()
             gan.discriminator.requires_grad_(True)
 
             with torch.no_grad():
