@@ -251,3 +251,22 @@ def test_non_finite_absurd_and_escaping_values_are_refused(tmp_path, section, ke
     with pytest.raises(ConfigError) as err:
         load_params(with_change(tmp_path, section, key, value))
     assert f"params.yaml: {expected}" in str(err.value)
+
+
+def test_faithful_records_no_stabiliser_key_and_a_variant_records_those_it_sets():
+    # A record is stored in every checkpoint: the faithful GAN's must keep the keys (and so the bytes) it had.
+    p = load_params(REPO / "params.yaml")
+    faithful = set(p.gan.record())
+    assert not faithful & {"loss", "spectral_norm", "ema_decay", "discriminator_lr"}
+    recipe = p.gan.model_copy(update={"variant": "sn-hinge-ttur-ema"}).record()
+    assert set(recipe) - faithful == {"loss", "spectral_norm", "ema_decay", "discriminator_lr"}
+    assert (recipe["loss"], recipe["discriminator_lr"], recipe["lr"]) == ("hinge", 4e-4, 1e-4)
+
+
+def test_hinge_loss_refuses_label_smoothing_naming_the_variant(tmp_path):
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["gan"]["variants"]["smooth-hinge"] = {"loss": "hinge", "real_label": 0.9}
+    load_params(write(tmp_path, yaml.safe_dump(params)))  # defined but not chosen: no error
+    params["gan"]["variant"] = "smooth-hinge"
+    with pytest.raises(ConfigError, match=r"variant 'smooth-hinge': real_label = 0.9 .* bce loss only"):
+        load_params(write(tmp_path, yaml.safe_dump(params)))

@@ -147,7 +147,10 @@ def test_model_files_in_dvc_yaml_are_where_the_code_writes_them():
         outs = {*train["outs"], *(next(iter(m)) for m in train["metrics"]), *(next(iter(p)) for p in train["plots"])}
         assert outs == {str(paths.model(name)), str(paths.snapshots(name)), str(paths.summary(name)),
                         str(paths.history(name))}  # fmt: skip
-        assert STAGES[f"render@{name}"]["plots"] == [str(paths.figures_of(name))]
+        render = STAGES[f"render@{name}"]
+        plots = [p if isinstance(p, str) else next(iter(p)) for p in render["plots"]]
+        assert plots == [str(paths.figures_of(name)), str(paths.identity_history(name))]
+        assert [next(iter(m)) for m in render["metrics"]] == [str(paths.identity_summary(name))]
         assert [next(iter(m)) for m in STAGES[f"evaluate@{name}"]["metrics"]] == [str(paths.evaluation(name))]
     assert [next(iter(m)) for m in STAGES["evaluate_floor"]["metrics"]] == [str(paths.evaluation(FLOOR))]
 

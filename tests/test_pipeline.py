@@ -3,6 +3,7 @@ kill -9 / resume guarantee of the training stages."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import re
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from genlab import cpu_pins
 from genlab.config import FLOOR, load_params
@@ -59,7 +61,8 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         for path in (p.model(name), p.snapshots(name), p.history(name), p.summary(name), p.evaluation(name)):
             assert (project / path).stat().st_size > 0, path
         figures = sorted(f.name for f in (project / p.figures_of(name)).iterdir())
-        assert figures == ["epoch_001.png", "epoch_002.png", "progression.png"], name
+        assert figures == [*IDENTITY_FIGURES[:1], "epoch_001.png", "epoch_002.png", *IDENTITY_FIGURES[1:],
+                           "progression.png"], name  # fmt: skip
     assert (project / p.evaluation(FLOOR)).stat().st_size > 0
 
     # dvc metrics show reads the evaluations and the final training metrics.
@@ -82,6 +85,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     # The plots resolve: each model's training curves through its kind's template, and its figures.
     plots = check_training_plots(project, env, params.models)
     assert {f"{p.figures_of(n)}/progression.png" for n in names} <= set(plots)
+    check_identity(project, files, plots, params)
 
     # One identity per run in the repo's own mlflow.db: per model a training run, and a render and an evaluate run
     # nested under it, each named for what it is and where it ran.
@@ -141,7 +145,12 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert r["tags.genlab.classifier_sha256"] == classifier["tags.genlab.weights_sha256"]
         assert r[f"params.{name}.epochs"] == "2" and r["params.evaluate.num_samples"]  # the model's config too
     for _, r in runs[runs["tags.genlab.stage"] == "render"].iterrows():
-        assert {a.path for a in client.list_artifacts(r.run_id, "figures")} >= {"figures/progression.png"}
+        logged = {a.path for a in client.list_artifacts(r.run_id, "figures")}
+        assert logged >= {"figures/progression.png", *(f"figures/{f}" for f in IDENTITY_FIGURES)}
+        # The identity's per-epoch columns as metrics with the epoch as step (flips from the second epoch).
+        assert [m.step for m in client.get_metric_history(r.run_id, "identity/identity_flips")] == [2]
+        assert [m.step for m in client.get_metric_history(r.run_id, "identity/settled_share")] == [1, 2]
+        assert r["metrics.identity/settle_epoch"] in (1, 2)
     runs = evaluations.reset_index()
     models = mlflow.search_logged_models(experiment_ids=[exp.experiment_id], output_format="list")
     assert sorted(m.name for m in models) == ["cgan_sampler", "cvae_sampler", "gan_sampler", "vae_sampler"]
@@ -187,6 +196,31 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     out = run([dvc, "repro"], project, env).stdout
     ran = sorted(re.findall(r"Running stage '([^']+)'", out))
     assert ran == ["evaluate@cvae", "render@cvae", "train@cvae"], ran
+
+
+IDENTITY_FIGURES = ["identity.gif", "identity_drift.png", "identity_strips.png"]  # render@<name>, genlab.identity
+
+
+def check_identity(project: Path, metrics: dict, plots: dict, params) -> None:
+    """Every model's fixed inputs' identity over training: the per-epoch CSV drawn by the identity template, the
+    summary among DVC's metrics, the GIF with a frame per epoch; the conditional models' inputs carry the digit
+    asked for."""
+    p = params.paths
+    for name in params.models:
+        conditional = params.model(name).conditional
+        rows = list(csv.DictReader((project / p.identity_history(name)).open()))
+        assert [r["epoch"] for r in rows] == ["1", "2"] and rows[0]["identity_flips"] == ""
+        assert 0 <= float(rows[1]["identity_flips"]) <= 1 and float(rows[1]["settled_share"]) == 1.0
+        assert ("asked_share" in rows[0]) == conditional, name
+        summary = metrics[str(p.identity_summary(name))]["data"]
+        assert summary["settle_epoch"] in (1, 2) and summary["num_inputs"] > 0
+        assert ("final_asked_share" in summary) == conditional, name
+        (plot,) = plots[str(p.identity_history(name))]
+        assert plot["content"]["usermeta"]["genlab_template"] == "identity"
+        with Image.open(project / p.figures_of(name) / "identity.gif") as gif:
+            assert gif.n_frames == 2
+    drifting = json.loads((project / p.identity_summary("gan")).read_text())["most_drifting"]
+    assert len(drifting) == params.render.identity_most_drifting and {"input", "path"} <= set(drifting[0])
 
 
 def check_training_plots(project: Path, env: dict[str, str], models: dict[str, str]) -> dict:

@@ -59,7 +59,7 @@ class PathsConfig(Section):
     classifier_summary: str = "metrics/classifier.json"
     model_dir: str = "models"  # <name>.pt: each model's final checkpoint
     output_dir: str = "outputs"  # <name>_snapshots.pt: its per-epoch images, for render
-    metrics_dir: str = "metrics"  # <name>_train.csv/.json, <name>_eval.json; real_eval.json: the floor
+    metrics_dir: str = "metrics"  # <name>_train.csv/.json, <name>_eval.json, <name>_identity.csv/.json; real_eval.json
     figures: str = "figures"  # <name>/: its rendered grids
     # Resumable training state. Not a DVC out: `dvc repro` deletes outs before a stage runs.
     state: str = ".genlab/state"
@@ -96,6 +96,12 @@ class PathsConfig(Section):
 
     def figures_of(self, name: str) -> Path:
         return Path(self.figures) / name
+
+    def identity_history(self, name: str) -> Path:
+        return Path(self.metrics_dir) / f"{name}_identity.csv"
+
+    def identity_summary(self, name: str) -> Path:
+        return Path(self.metrics_dir) / f"{name}_identity.json"
 
 
 class DataConfig(Section):
@@ -151,6 +157,11 @@ class RenderConfig(Section):
     nrow: PositiveInt = 8
     scale: Annotated[int, Field(ge=1, le=16)] = 4
     padding: Annotated[int, Field(ge=0, le=16)] = 2
+    # Identity over training (genlab.identity): settle_epoch is the first epoch from which this share of the fixed
+    # inputs keeps its final digit; the most drifting inputs are listed; the GIF shows each epoch this long.
+    identity_settled_share: Annotated[float, Field(gt=0, le=1)] = 0.9
+    identity_most_drifting: Annotated[int, Field(ge=1, le=1_024)] = 8
+    gif_ms_per_epoch: Annotated[int, Field(ge=20, le=10_000)] = 120
 
 
 class EvaluateConfig(Section):

@@ -6,9 +6,7 @@ the trainers stay free of I/O policy.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +16,7 @@ import torch
 
 from genlab.config import PathsConfig, Runtime
 from genlab.data import dataset_origin
-from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from genlab.io import atomic_torch_save, atomic_write_json, atomic_write_text, rows_csv
 from genlab.render import grid_image
 from genlab.tracking import (
     TAG_CHECKPOINT,
@@ -57,15 +55,6 @@ class TrainingOutputs:
 
 def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def history_csv(history: list[dict[str, float]]) -> str:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
 
 
 def train_and_track(
@@ -146,7 +135,7 @@ def train_and_track(
             **trainer.snapshot_extra(),
         }
         atomic_torch_save(outputs.snapshots, snapshots)
-        atomic_write_text(outputs.history, history_csv(trainer.history.metrics))
+        atomic_write_text(outputs.history, rows_csv(trainer.history.metrics))
         atomic_write_json(outputs.summary, trainer.history.metrics[-1])
 
         tracker.set_tags({TAG_CHECKPOINT: file_sha256(outputs.model)})

@@ -6,6 +6,7 @@ process is killed mid-write.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -36,6 +37,18 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     atomic_write_bytes(path, text.encode())
+
+
+def rows_csv(rows: list[dict[str, float]]) -> str:
+    """A CSV of per-epoch rows, the columns in order of first appearance; a value a row lacks is left empty (the
+    identity flips of a first epoch). Floats in full (repr): the file's bytes are the values' bits."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

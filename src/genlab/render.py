@@ -26,7 +26,7 @@ def grid_image(images: torch.Tensor, *, nrow: int = 8, scale: int = 1, padding: 
     return grid.numpy().astype(np.uint8)
 
 
-def _font(size: int = 14) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def label_font(size: int = 14) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
@@ -37,7 +37,7 @@ def labelled_row(panels: Sequence[tuple[str, np.ndarray]], *, font_size: int = 1
     width = sum(p.shape[1] for _, p in panels) + gap * (len(panels) + 1)
     canvas = Image.new("L", (width, height), BACKGROUND)
     draw = ImageDraw.Draw(canvas)
-    font = _font(font_size)
+    font = label_font(font_size)
     x = gap
     for label, panel in panels:
         text_w = draw.textlength(label, font=font)

@@ -108,3 +108,69 @@ def test_unconditional_gan_has_the_parameters_it_had_before_conditioning():
     assert not any("embed" in k for k in keys)
     assert small_gan().generator.net[0].in_features == 8
     assert small_gan(conditional=True).generator.net[0].in_features == 18
+
+
+# -- stabilisers ---------------------------------------------------------------------------------------------------
+
+
+def test_spectral_norm_makes_every_discriminator_layer_one_lipschitz():
+    torch.manual_seed(0)
+    d = small_gan(spectral_norm=True, conditional=True).discriminator
+    d.train()
+    x, y = torch.rand(8, 784), torch.arange(8)
+    for _ in range(30):  # power iterations run in training forward passes
+        d(x, y)
+    d.eval()
+    for module in [*d.net, d.embed]:
+        if hasattr(module, "parametrizations"):
+            assert float(torch.linalg.matrix_norm(module.weight.detach(), ord=2)) == pytest.approx(1.0, abs=1e-2)
+    layers = [m for m in [*d.net, d.embed] if hasattr(m, "parametrizations")]
+    assert len(layers) == 4  # two hidden layers, the output layer and the label embedding
+    plain = small_gan(conditional=True).discriminator
+    assert not any(hasattr(m, "parametrizations") for m in plain.modules())
+
+
+def test_hinge_losses_follow_lim_and_ye():
+    gan = small_gan(loss="hinge", dropout=0.0)
+    real, fake = torch.rand(4, 784) * 2 - 1, torch.rand(4, 784) * 2 - 1
+    loss, real_logits, fake_logits = gan.discriminator_loss(real, fake)
+    expected = torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+    assert torch.equal(loss, expected)
+    g_loss, g_logits = gan.generator_loss(fake)
+    assert torch.equal(g_loss, -g_logits.mean())
+    bce, _, _ = small_gan(dropout=0.0).discriminator_loss(real, fake)
+    assert bce.item() != loss.item()
+
+
+def test_the_weight_average_samples_and_follows_the_generator():
+    torch.manual_seed(0)
+    gan = small_gan(ema_decay=0.9)
+    assert gan.generator_average is not None and gan.sampling_generator is not gan.generator
+    assert not any(p.requires_grad for p in gan.generator_average.parameters())
+    z = gan.sample_noise(3)
+    before = gan.generate(z)
+    gan.update_average()  # the first update copies the generator
+    assert torch.equal(gan.generate(z), before)
+    start = [p.clone() for p in gan.generator.parameters()]
+    with torch.no_grad():
+        for p in gan.generator.parameters():
+            p.add_(1.0)
+    gan.update_average()  # then: average <- 0.9 average + 0.1 generator
+    for s, a in zip(start, gan.generator_average.module.parameters(), strict=True):
+        assert torch.allclose(a, s + 0.1, atol=1e-6)
+    assert not torch.equal(gan.generate(z), (gan.generator(z) + 1).div(2).reshape(-1, 1, 28, 28))
+    plain = small_gan()
+    assert plain.generator_average is None and plain.sampling_generator is plain.generator
+
+
+def test_the_weight_average_is_saved_and_loaded_with_the_model(tmp_path):
+    torch.manual_seed(0)
+    gan = small_gan(ema_decay=0.99, spectral_norm=True)
+    gan.update_average()
+    torch.save(gan.state_dict(), tmp_path / "m.pt")
+    torch.manual_seed(1)
+    again = small_gan(ema_decay=0.99, spectral_norm=True)
+    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    z = gan.sample_noise(2)
+    assert torch.equal(again.generate(z), gan.generate(z))
+    assert any(k.startswith("generator_average.") for k in gan.state_dict())

@@ -98,13 +98,13 @@ class GanConfig(ModelSection):
                 f"num_fixed_samples = {self.num_fixed_samples}: a conditional model draws {NUM_CLASSES} rows of"
                 f" equal length; choose a multiple of {NUM_CLASSES}"
             )
-        for name in ["faithful", *self.variants]:
-            run = self.with_variant(name)
-            if run.loss == "hinge" and run.real_label < 1:
-                raise ValueError(
-                    f"variant {name!r}: real_label = {run.real_label} (label smoothing) applies to the bce loss only;"
-                    " with loss: hinge leave real_label at 1.0"
-                )
+        # The chosen variant only: another variant's smoothing does not stop `-S gan.loss=hinge` on this one.
+        run = self.resolved()
+        if run.loss == "hinge" and run.real_label < 1:
+            raise ValueError(
+                f"variant {self.variant!r}: real_label = {run.real_label} (label smoothing) applies to the bce loss"
+                " only; with loss: hinge leave real_label at 1.0"
+            )
         return self
 
     def resolved(self) -> GanConfig:
