@@ -94,7 +94,7 @@ def test_params_are_frozen():
         ("gan", "dropout", 1.5, ["gan.dropout", "1.5", "less than 1"]),
         ("data", "dataset", "cifar", ["data.dataset", "'cifar'", "'mnist'", "'fashion-mnist'"]),
         ("gan", "epochz", 5, ["unknown key 'gan.epochz'"]),
-        ("gan", "variant", "stabel", ["gan = {...}", "variant 'stabel' is not defined", "'stable']"]),
+        ("gan", "variant", "stabel", ["gan = {...}", "variant 'stabel' is not defined", "'stable', 'ttur-ema']"]),
         ("gan", "variants", {"stable": {"beta3": 0.5}}, ["unknown key 'gan.variants.stable.beta3'"]),
         ("classifier", "min_test_accuracy", 1.5, ["classifier.min_test_accuracy", "less than 1"]),
         ("evaluate", "num_samples", 0, ["evaluate.num_samples", "greater than 0"]),
