@@ -37,7 +37,7 @@ def test_repo_params_are_valid_and_match_the_defaults():
     assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80, variant="stable")
     assert p.cvae == VaeConfig(conditional=True, num_fixed_samples=80)
     defaults = make_params({})
-    for section in ("seed", "paths", "data", "classifier", "render", "evaluate"):
+    for section in ("seed", "paths", "data", "classifier", "render", "identity", "evaluate"):
         assert getattr(p, section) == getattr(defaults, section), section
 
 

@@ -134,7 +134,7 @@ TRAINING = [s for s in STAGES if s.startswith("train@")]
 
 def test_every_model_gets_its_train_render_and_evaluate_stages():
     for name in PARAMS["models"]:
-        assert {f"train@{name}", f"render@{name}", f"evaluate@{name}"} <= set(STAGES)
+        assert {f"train@{name}", f"render@{name}", f"identity@{name}", f"evaluate@{name}"} <= set(STAGES)
 
 
 def test_model_files_in_dvc_yaml_are_where_the_code_writes_them():
@@ -147,10 +147,11 @@ def test_model_files_in_dvc_yaml_are_where_the_code_writes_them():
         outs = {*train["outs"], *(next(iter(m)) for m in train["metrics"]), *(next(iter(p)) for p in train["plots"])}
         assert outs == {str(paths.model(name)), str(paths.snapshots(name)), str(paths.summary(name)),
                         str(paths.history(name))}  # fmt: skip
-        render = STAGES[f"render@{name}"]
-        plots = [p if isinstance(p, str) else next(iter(p)) for p in render["plots"]]
-        assert plots == [str(paths.figures_of(name)), str(paths.identity_history(name))]
-        assert [next(iter(m)) for m in render["metrics"]] == [str(paths.identity_summary(name))]
+        assert STAGES[f"render@{name}"]["plots"] == [str(paths.figures_of(name))]
+        identity = STAGES[f"identity@{name}"]
+        plots = [p if isinstance(p, str) else next(iter(p)) for p in identity["plots"]]
+        assert plots == [str(paths.identity_of(name)), str(paths.identity_history(name))]
+        assert [next(iter(m)) for m in identity["metrics"]] == [str(paths.identity_summary(name))]
         assert [next(iter(m)) for m in STAGES[f"evaluate@{name}"]["metrics"]] == [str(paths.evaluation(name))]
     assert [next(iter(m)) for m in STAGES["evaluate_floor"]["metrics"]] == [str(paths.evaluation(FLOOR))]
 

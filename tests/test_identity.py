@@ -110,7 +110,8 @@ def test_the_animation_has_one_frame_per_epoch_and_is_deterministic():
 def test_settle_share_outside_zero_to_one_is_a_config_error(share):
     from pydantic import ValidationError
 
-    from genlab.config import RenderConfig
+    from genlab.config import IdentityConfig
 
-    with pytest.raises(ValidationError, match="identity_settled_share"):
-        RenderConfig(identity_settled_share=share)
+    with pytest.raises(ValidationError, match="settled_share"):
+        IdentityConfig(settled_share=share)
+    assert IdentityConfig(settled_share=1.0).settled_share == 1.0

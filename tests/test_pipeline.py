@@ -61,8 +61,8 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         for path in (p.model(name), p.snapshots(name), p.history(name), p.summary(name), p.evaluation(name)):
             assert (project / path).stat().st_size > 0, path
         figures = sorted(f.name for f in (project / p.figures_of(name)).iterdir())
-        assert figures == [*IDENTITY_FIGURES[:1], "epoch_001.png", "epoch_002.png", *IDENTITY_FIGURES[1:],
-                           "progression.png"], name  # fmt: skip
+        assert figures == ["epoch_001.png", "epoch_002.png", "progression.png"], name
+        assert sorted(f.name for f in (project / p.identity_of(name)).iterdir()) == IDENTITY_FIGURES, name
     assert (project / p.evaluation(FLOOR)).stat().st_size > 0
 
     # dvc metrics show reads the evaluations and the final training metrics.
@@ -97,7 +97,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     assert sorted(runs["tags.mlflow.runName"]) == sorted(
         f"{n}{'-' + v if v else ''} · {head[:7]}{stage}"
         for n, v in ((n, getattr(params.model(n), "variant", None)) for n in names)
-        for stage in ("", " · render", " · evaluate")
+        for stage in ("", " · render", " · identity", " · evaluate")
     ), "every run named <model>[-<variant>] · <commit>[ · <stage>]"
     assert (runs["status"] == "FINISHED").all()
     client = MlflowClient()
@@ -123,7 +123,7 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert client.get_metric_history(r.run_id, "system/cpu_utilization_percentage")  # the machine's load
         (dataset,) = client.get_run(r.run_id).inputs.dataset_inputs
         assert (dataset.dataset.name, dataset.dataset.digest) == (params.data.dataset, r["tags.data.sha256"][:16])
-    for stage in ("render", "evaluate"):
+    for stage in ("render", "identity", "evaluate"):
         children = runs[runs["tags.genlab.stage"] == stage].set_index("tags.genlab.model")
         assert sorted(children.index) == sorted(names)
         for name, r in children.iterrows():
@@ -145,8 +145,10 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
         assert r["tags.genlab.classifier_sha256"] == classifier["tags.genlab.weights_sha256"]
         assert r[f"params.{name}.epochs"] == "2" and r["params.evaluate.num_samples"]  # the model's config too
     for _, r in runs[runs["tags.genlab.stage"] == "render"].iterrows():
-        logged = {a.path for a in client.list_artifacts(r.run_id, "figures")}
-        assert logged >= {"figures/progression.png", *(f"figures/{f}" for f in IDENTITY_FIGURES)}
+        assert {a.path for a in client.list_artifacts(r.run_id, "figures")} >= {"figures/progression.png"}
+    for _, r in runs[runs["tags.genlab.stage"] == "identity"].iterrows():
+        logged = {a.path for a in client.list_artifacts(r.run_id, "identity")}
+        assert logged >= {f"identity/{f}" for f in IDENTITY_FIGURES}
         # The identity's per-epoch columns as metrics with the epoch as step (flips from the second epoch).
         assert [m.step for m in client.get_metric_history(r.run_id, "identity/identity_flips")] == [2]
         assert [m.step for m in client.get_metric_history(r.run_id, "identity/settled_share")] == [1, 2]
@@ -186,8 +188,12 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     params["render"]["scale"] = 3
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([dvc, "repro"], project, env).stdout
-    assert all(f"Running stage 'render@{n}'" in out for n in names)
-    assert "Running stage 'train@" not in out and "Running stage 'evaluate" not in out
+    assert sorted(re.findall(r"Running stage '([^']+)'", out)) == sorted(f"render@{n}" for n in names)
+    # And the identity section only the identity stages: they read neither render.scale nor what they do not draw.
+    params["identity"]["gif_ms"] = 200
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run([dvc, "repro"], project, env).stdout
+    assert sorted(re.findall(r"Running stage '([^']+)'", out)) == sorted(f"identity@{n}" for n in names)
 
     # A change to one model's section reruns that model's stages only.
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -195,10 +201,10 @@ def test_dvc_repro_end_to_end(tmp_path, tiny_mirror):
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     out = run([dvc, "repro"], project, env).stdout
     ran = sorted(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == ["evaluate@cvae", "render@cvae", "train@cvae"], ran
+    assert ran == ["evaluate@cvae", "identity@cvae", "render@cvae", "train@cvae"], ran
 
 
-IDENTITY_FIGURES = ["identity.gif", "identity_drift.png", "identity_strips.png"]  # render@<name>, genlab.identity
+IDENTITY_FIGURES = ["drift.png", "grid.gif", "strips.png"]  # identity@<name>: genlab.identity
 
 
 def check_identity(project: Path, metrics: dict, plots: dict, params) -> None:
@@ -217,10 +223,10 @@ def check_identity(project: Path, metrics: dict, plots: dict, params) -> None:
         assert ("final_asked_share" in summary) == conditional, name
         (plot,) = plots[str(p.identity_history(name))]
         assert plot["content"]["usermeta"]["genlab_template"] == "identity"
-        with Image.open(project / p.figures_of(name) / "identity.gif") as gif:
+        with Image.open(project / p.identity_of(name) / "grid.gif") as gif:
             assert gif.n_frames == 2
     drifting = json.loads((project / p.identity_summary("gan")).read_text())["most_drifting"]
-    assert len(drifting) == params.render.identity_most_drifting and {"input", "path"} <= set(drifting[0])
+    assert len(drifting) == params.identity.most_drifting and {"input", "path"} <= set(drifting[0])
 
 
 def check_training_plots(project: Path, env: dict[str, str], models: dict[str, str]) -> dict:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ from genlab.repro import (
     measure_tolerances,
     nearest_record,
     parse_metrics_file,
+    unrecorded_outputs,
 )
 
 from .conftest import REPO, bin_path, make_project, tiny_params
@@ -56,6 +58,18 @@ def test_a_changed_output_is_named_with_both_hashes():
     diffs = compare_outputs(LOCK, with_md5(LOCK, "outs", "models/gan.pt", "b2"))
     assert diffs == [Difference("output models/gan.pt", "a1", "b2")]
     assert str(diffs[0]) == "output models/gan.pt: expected a1, got b2"
+
+
+def test_an_output_newer_than_the_record_is_named_and_only_fails_a_comparison_of_two_runs():
+    newer = copy.deepcopy(LOCK)
+    newer["stages"]["identity"] = {"outs": [{"path": "metrics/gan_identity.json", "md5": "c3"}]}
+    assert compare_outputs(LOCK, newer, recorded_only=True) == []
+    assert unrecorded_outputs(LOCK, newer) == ["metrics/gan_identity.json"]
+    assert compare_outputs(LOCK, newer) == [Difference("output metrics/gan_identity.json", "(not recorded)", "c3")]
+    # A recorded output that is gone still fails.
+    fewer = copy.deepcopy(LOCK)
+    fewer["stages"]["train"]["outs"] = [o for o in fewer["stages"]["train"]["outs"] if o["path"] != "models/gan.pt"]
+    assert compare_outputs(LOCK, fewer, recorded_only=True) == [Difference("output models/gan.pt", "a1", "(missing)")]
 
 
 def test_changed_code_is_reported_as_a_likely_cause():

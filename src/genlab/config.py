@@ -61,6 +61,7 @@ class PathsConfig(Section):
     output_dir: str = "outputs"  # <name>_snapshots.pt: its per-epoch images, for render
     metrics_dir: str = "metrics"  # <name>_train.csv/.json, <name>_eval.json, <name>_identity.csv/.json; real_eval.json
     figures: str = "figures"  # <name>/: its rendered grids
+    identity: str = "identity"  # <name>/: strips.png, drift.png, grid.gif of its fixed inputs' identity
     # Resumable training state. Not a DVC out: `dvc repro` deletes outs before a stage runs.
     state: str = ".genlab/state"
 
@@ -96,6 +97,9 @@ class PathsConfig(Section):
 
     def figures_of(self, name: str) -> Path:
         return Path(self.figures) / name
+
+    def identity_of(self, name: str) -> Path:
+        return Path(self.identity) / name
 
     def identity_history(self, name: str) -> Path:
         return Path(self.metrics_dir) / f"{name}_identity.csv"
@@ -157,11 +161,15 @@ class RenderConfig(Section):
     nrow: PositiveInt = 8
     scale: Annotated[int, Field(ge=1, le=16)] = 4
     padding: Annotated[int, Field(ge=0, le=16)] = 2
-    # Identity over training (genlab.identity): settle_epoch is the first epoch from which this share of the fixed
-    # inputs keeps its final digit; the most drifting inputs are listed; the GIF shows each epoch this long.
-    identity_settled_share: Annotated[float, Field(gt=0, le=1)] = 0.9
-    identity_most_drifting: Annotated[int, Field(ge=1, le=1_024)] = 8
-    gif_ms_per_epoch: Annotated[int, Field(ge=20, le=10_000)] = 120
+
+
+class IdentityConfig(Section):
+    """The identity@<name> stages (genlab.identity): each fixed input's digit at every epoch."""
+
+    # settle_epoch: the first epoch from which this share of the fixed inputs keeps its final digit to the end.
+    settled_share: Annotated[float, Field(gt=0, le=1)] = 0.9
+    most_drifting: Annotated[int, Field(ge=1, le=1_024)] = 8  # inputs listed, those that changed digit most often
+    gif_ms: Annotated[int, Field(ge=20, le=10_000)] = 120  # how long the GIF shows each epoch
 
 
 class EvaluateConfig(Section):
@@ -189,13 +197,14 @@ class ParamsBase(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     seed: Annotated[int, Field(ge=0, lt=2**31)] = 0
-    # The trained models: name -> kind (a package under genlab/models). dvc.yaml runs train, render and evaluate
-    # stages for each; each name has a params section of its own, validated by its kind's Config.
+    # The trained models: name -> kind (a package under genlab/models). dvc.yaml runs train, render, identity and
+    # evaluate stages for each; each name has a params section of its own, validated by its kind's Config.
     models: Annotated[dict[ModelName, str], Field(min_length=1)] = {"gan": "gan", "vae": "vae"}
     paths: PathsConfig = PathsConfig()
     data: DataConfig = DataConfig()
     classifier: ClassifierConfig = ClassifierConfig()
     render: RenderConfig = RenderConfig()
+    identity: IdentityConfig = IdentityConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     @classmethod

@@ -42,13 +42,23 @@ def lock_hashes(lock: Mapping[str, Any], section: str = "outs") -> dict[str, str
     return hashes
 
 
-def compare_outputs(expected_lock: Mapping[str, Any], actual_lock: Mapping[str, Any]) -> list[Difference]:
+def compare_outputs(
+    expected_lock: Mapping[str, Any], actual_lock: Mapping[str, Any], *, recorded_only: bool = False
+) -> list[Difference]:
+    """Outputs whose hash differs or that one side lacks. recorded_only: an output the expected lock never had (a
+    stage added after a record was made) is not a difference; unrecorded_outputs() names those."""
     expected, actual = lock_hashes(expected_lock), lock_hashes(actual_lock)
     diffs = [
         Difference(f"output {p}", h, actual.get(p, "(missing)")) for p, h in expected.items() if actual.get(p) != h
     ]
-    diffs += [Difference(f"output {p}", "(not recorded)", h) for p, h in actual.items() if p not in expected]
+    if not recorded_only:
+        diffs += [Difference(f"output {p}", "(not recorded)", h) for p, h in actual.items() if p not in expected]
     return diffs
+
+
+def unrecorded_outputs(expected_lock: Mapping[str, Any], actual_lock: Mapping[str, Any]) -> list[str]:
+    expected = lock_hashes(expected_lock)
+    return sorted(p for p in lock_hashes(actual_lock) if p not in expected)
 
 
 def changed_deps(expected_lock: Mapping[str, Any], actual_lock: Mapping[str, Any]) -> list[str]:
