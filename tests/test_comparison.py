@@ -105,6 +105,13 @@ def test_the_experiments_table_has_a_row_per_experiment_and_model_with_what_diff
     assert list(table.columns) == ["experiment", "model", "fid", "knn_precision", "params"]  # no empty columns
     assert list(table["params"]) == ["lr=0.0002", "lr=0.0002", "lr=0.0001"]  # epochs is the same everywhere
     assert table.loc[2, "fid"] == 25.0
+    # The identity stage's settle epoch and late flips join the row when the experiment has them.
+    baseline["experiments"][0]["revs"][0]["data"]["metrics"]["metrics/gan_identity.json"] = {
+        "data": {"settle_epoch": 61, "identity_flips_last10": 0.02, "most_drifting": []}
+    }
+    table = experiments_table([workspace, baseline]).set_index("experiment")
+    assert table.loc["brisk-lamb", "settle_epoch"] == 61 and pd.isna(table.loc["main", "settle_epoch"])
+    assert table.loc["brisk-lamb", "identity_flips_last10"] == 0.02
 
 
 def test_a_store_without_genlab_runs_selects_nothing_rather_than_failing():

@@ -116,7 +116,12 @@ def render_run_of(frame: pd.DataFrame, evaluation: pd.Series) -> str | None:
 
 # `genlab exp`: the columns people compare, per (experiment, model), from `dvc exp show --json`. DVC's own table has
 # a column per metric of every metrics file and per param (186 here), one very wide line per experiment.
-HEADLINE = ["fid", "knn_precision", "knn_recall", "c2st_accuracy", "conditional_accuracy", "test_loss"]
+HEADLINE = [
+    "fid", "knn_precision", "knn_recall", "max_class_share", "c2st_accuracy", "conditional_accuracy", "test_loss"
+]  # fmt: skip
+# From the identity@<model> stage (genlab.identity): when the fixed inputs' digits settle, and whether they still
+# move at the end.
+IDENTITY_HEADLINE = ["settle_epoch", "identity_flips_last10"]
 
 
 def _revisions(shown: list[dict]) -> list[tuple[str, dict]]:
@@ -143,10 +148,11 @@ def experiments_table(shown: list[dict], headline: list[str] = HEADLINE) -> pd.D
         directory = params.get("paths", {}).get("metrics_dir", "metrics")
         for model in params.get("models") or {}:
             evaluation = metrics.get(f"{directory}/{model}_eval.json", {}).get("data", {})
+            identity = metrics.get(f"{directory}/{model}_identity.json", {}).get("data", {})
             section = {k: v for k, v in (params.get(model) or {}).items() if not isinstance(v, dict)}
             rows.append({"experiment": label, "model": model, **{k: evaluation.get(k) for k in headline},
-                         "params": section})  # fmt: skip
-    table = pd.DataFrame(rows, columns=["experiment", "model", *headline, "params"])
+                         **{k: identity.get(k) for k in IDENTITY_HEADLINE}, "params": section})  # fmt: skip
+    table = pd.DataFrame(rows, columns=["experiment", "model", *headline, *IDENTITY_HEADLINE, "params"])
     # Params that differ between the rows of the same model, shown as name=value.
     changed: dict[str, set[str]] = {}
     for model, group in table.groupby("model"):
