@@ -32,7 +32,7 @@ def test_repo_params_are_valid_and_match_the_defaults():
     p = load_params(REPO / "params.yaml")
     assert p.models == {"gan": "gan", "vae": "vae", "cgan": "gan", "cvae": "vae"}
     # The stabiliser variants are the GAN's own; the defaults keep only `stable`, which cgan uses.
-    assert sorted(p.gan.variants) == ["ema", "sn-hinge", "sn-hinge-ttur-ema", "stable", "ttur-ema"]
+    assert sorted(p.gan.variants) == ["ema", "r1-ema", "sn-hinge", "sn-hinge-ttur-ema", "stable", "ttur-ema"]
     assert p.gan == GanConfig(variants=p.gan.variants) and p.vae == VaeConfig()
     assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80, variant="stable")
     assert p.cvae == VaeConfig(conditional=True, num_fixed_samples=80)
@@ -257,7 +257,7 @@ def test_faithful_records_no_stabiliser_key_and_a_variant_records_those_it_sets(
     # A record is stored in every checkpoint: the faithful GAN's must keep the keys (and so the bytes) it had.
     p = load_params(REPO / "params.yaml")
     faithful = set(p.gan.record())
-    assert not faithful & {"loss", "spectral_norm", "ema_decay", "discriminator_lr"}
+    assert not faithful & {"loss", "spectral_norm", "ema_decay", "discriminator_lr", "r1_gamma"}
     recipe = p.gan.model_copy(update={"variant": "sn-hinge-ttur-ema"}).record()
     assert set(recipe) - faithful == {"loss", "spectral_norm", "ema_decay", "discriminator_lr"}
     assert (recipe["loss"], recipe["discriminator_lr"], recipe["lr"]) == ("hinge", 4e-4, 1e-4)

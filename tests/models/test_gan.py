@@ -174,3 +174,18 @@ def test_the_weight_average_is_saved_and_loaded_with_the_model(tmp_path):
     z = gan.sample_noise(2)
     assert torch.equal(again.generate(z), gan.generate(z))
     assert any(k.startswith("generator_average.") for k in gan.state_dict())
+
+
+def test_r1_penalises_the_squared_gradient_at_real_images_only():
+    torch.manual_seed(0)
+    plain, r1 = small_gan(dropout=0.0), small_gan(dropout=0.0, r1_gamma=10.0)
+    r1.load_state_dict(plain.state_dict())
+    real, fake = torch.rand(4, 784) * 2 - 1, torch.rand(4, 784) * 2 - 1
+    base, _, _ = plain.discriminator_loss(real, fake)
+    penalised, _, _ = r1.discriminator_loss(real, fake)
+    x = real.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(plain.discriminator(x).sum(), x)
+    assert torch.allclose(penalised - base, 5.0 * grad.pow(2).sum(1).mean())
+    penalised.backward()  # the penalty's gradient reaches the discriminator's weights
+    assert all(p.grad is not None for p in r1.discriminator.parameters())
+    assert real.grad is None  # the caller's batch is left alone

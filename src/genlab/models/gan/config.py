@@ -27,6 +27,7 @@ RealLabel = Annotated[float, Field(gt=0.5, le=1)]
 GanLoss = Literal["bce", "hinge"]
 # Per generator step; 0 samples from the trained generator itself. 0.999 averages over the last ~1,000 steps.
 EmaDecay = Annotated[float, Field(ge=0, lt=1)]
+R1Gamma = Annotated[float, Field(ge=0, le=1_000)]
 
 
 class GanOverrides(Section):
@@ -42,11 +43,14 @@ class GanOverrides(Section):
     spectral_norm: bool | None = None
     ema_decay: EmaDecay | None = None
     discriminator_lr: LearningRate | None = None
+    r1_gamma: R1Gamma | None = None
 
 
 # Stabilisers, all off in the faithful variant, with their neutral values. A record leaves out those at their
 # neutral value, so the runs made before they existed keep their checkpoints' bytes.
-STABILISERS_OFF: dict[str, Any] = {"loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "discriminator_lr": None}
+STABILISERS_OFF: dict[str, Any] = {
+    "loss": "bce", "spectral_norm": False, "ema_decay": 0.0, "discriminator_lr": None, "r1_gamma": 0.0
+}  # fmt: skip
 
 
 class GanConfig(ModelSection):
@@ -84,6 +88,10 @@ class GanConfig(ModelSection):
     # The discriminator's own learning rate; null: lr. Two time-scale update rule (Heusel et al. 2017,
     # arXiv:1706.08500), e.g. 4x the generator's as in SAGAN.
     discriminator_lr: LearningRate | None = None
+    # R1 penalty (Mescheder et al. 2018, "Which Training Methods for GANs do actually Converge?", arXiv:1801.04406,
+    # eq. 9): gamma/2 times the squared gradient norm of the discriminator's logit at real images, added to its
+    # loss; 0: off. It keeps the discriminator flat on the data, where plain GAN training oscillates.
+    r1_gamma: R1Gamma = 0.0
 
     @model_validator(mode="after")
     def _variant_is_defined(self) -> GanConfig:

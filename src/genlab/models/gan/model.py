@@ -157,12 +157,14 @@ class GAN(GenerativeModel):
         loss: str = "bce",
         spectral_norm: bool = False,
         ema_decay: float = 0.0,
+        r1_gamma: float = 0.0,
     ):
         super().__init__()
         self.latent_dim = latent_dim
         self.real_label = real_label
         self.conditional = conditional
         self.loss = loss
+        self.r1_gamma = r1_gamma
         self.generator = Generator(latent_dim, generator_hidden, image_dim, leaky_slope, conditional)
         self.discriminator = Discriminator(
             discriminator_hidden, image_dim, leaky_slope, dropout, conditional, spectral_norm
@@ -197,6 +199,7 @@ class GAN(GenerativeModel):
             loss=cfg.loss,
             spectral_norm=cfg.spectral_norm,
             ema_decay=cfg.ema_decay,
+            r1_gamma=cfg.r1_gamma,
         )
 
     def generate(self, latent: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
@@ -265,19 +268,30 @@ class GAN(GenerativeModel):
         and fake images both carry `labels`. `discriminator`: the network to run, self.discriminator or a
         DistributedDataParallel wrapper of it (genlab.distributed)."""
         discriminator = self.discriminator if discriminator is None else discriminator
+        if self.r1_gamma > 0:
+            real = real.detach().requires_grad_(True)  # the R1 penalty differentiates the logits by the images
         # One forward pass over [real; fake]: half the layer calls, and matmuls twice as tall run faster.
         both = None if labels is None else torch.cat([labels, labels])
         logits = discriminator(torch.cat([real, fake]), both)
         real_logits, fake_logits = logits[: real.shape[0]], logits[real.shape[0] :]
         if self.loss == "hinge":
             # Lim & Ye 2017, eq. 5: no loss once a real logit is above 1 or a fake one below -1.
-            return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean(), real_logits, fake_logits
+            loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
+            return loss + self.r1_penalty(real, real_logits), real_logits, fake_logits
         # One-sided label smoothing when real_label < 1 (Salimans et al. 2016, sec. 3.4).
         real_target = torch.full_like(real_logits, self.real_label)
         loss = F.binary_cross_entropy_with_logits(real_logits, real_target) + F.binary_cross_entropy_with_logits(
             fake_logits, torch.zeros_like(fake_logits)
         )
-        return loss, real_logits, fake_logits
+        return loss + self.r1_penalty(real, real_logits), real_logits, fake_logits
+
+    def r1_penalty(self, real: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor | float:
+        """gamma/2 * mean over real images of |d logit / d image|^2 (Mescheder et al. 2018, eq. 9); 0 when off.
+        create_graph: the penalty's own gradient reaches the discriminator's weights."""
+        if self.r1_gamma == 0:
+            return 0.0
+        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # [B, 784]
+        return self.r1_gamma / 2 * grad.float().pow(2).sum(dim=1).mean()
 
     def generator_loss(
         self, fake: torch.Tensor, labels: torch.Tensor | None = None
