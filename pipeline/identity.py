@@ -60,12 +60,13 @@ def main(name: str, params_path: str = "params.yaml") -> None:
         for row in per_epoch:  # the CSV's columns, each a metric with the epoch as its step
             step = int(row["epoch"])
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=step, prefix="identity/")
-        tracker.log_metrics({k: v for k, v in summary.items() if isinstance(v, int | float)}, prefix="identity/")
+        scalars = {k: v for k, v in summary.items() if isinstance(v, int | float) and k != "settle_epoch_share"}
+        tracker.log_metrics(scalars, prefix="identity/")
         for f in files:
             tracker.log_artifact(f, artifact_path="identity")
         tracker.log_artifact(paths.identity_summary(name), artifact_path="identity")
     print(f"identity: {name}'s inputs changed digit {summary['changes_per_input']:.2f} times each on average;"
-          f" {summary['settled_share']:.0%} of them keep their final digit from epoch {summary['settle_epoch']} of"
+          f" {cfg.settled_share:.0%} of them keep their final digit from epoch {summary['settle_epoch']} of"
           f" {epochs[-1]}; figures in {out}/")  # fmt: skip
 
 

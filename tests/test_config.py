@@ -32,7 +32,15 @@ def test_repo_params_are_valid_and_match_the_defaults():
     p = load_params(REPO / "params.yaml")
     assert p.models == {"gan": "gan", "vae": "vae", "cgan": "gan", "cvae": "vae"}
     # The stabiliser variants are the GAN's own; the defaults keep only `stable`, which cgan uses.
-    assert sorted(p.gan.variants) == ["ema", "ema-long", "r1-ema", "sn-hinge", "sn-hinge-ttur-ema", "stable", "ttur-ema"]
+    assert sorted(p.gan.variants) == [
+        "ema",
+        "ema-long",
+        "r1-ema",
+        "sn-hinge",
+        "sn-hinge-ttur-ema",
+        "stable",
+        "ttur-ema",
+    ]
     assert p.gan == GanConfig(variants=p.gan.variants) and p.vae == VaeConfig()
     assert p.cgan == GanConfig(conditional=True, num_fixed_samples=80, variant="stable")
     assert p.cvae == VaeConfig(conditional=True, num_fixed_samples=80)

@@ -55,7 +55,12 @@ def test_paths_and_the_most_drifting_inputs():
 def test_summary_and_the_digit_asked_for():
     ids = identities([[0, 1], [0, 2], [0, 1]], asked=[0, 1])
     s = ids.summary(settled_share=0.9, most_drifting=1, nrow=2)
-    assert s["settle_epoch"] == 3 and s["never_changed_share"] == 0.5 and s["changes_per_input"] == 1.0
+    assert (
+        s["settle_epoch"] == 3
+        and s["settle_epoch_share"] == 0.9
+        and s["never_changed_share"] == 0.5
+        and s["changes_per_input"] == 1.0
+    )
     assert s["identity_flips_last10"] == 0.5 and s["final_asked_share"] == 1.0
     assert [r["asked_share"] for r in ids.per_epoch()] == [1.0, 0.5, 1.0]
     assert "final_asked_share" not in FOUR.summary(settled_share=0.9, most_drifting=1, nrow=2)

@@ -6,7 +6,7 @@ module reads them with the train_classifier stage's CNN and summarises how ident
 
 - identity_flips (per epoch from the second): the share of inputs whose digit differs from the previous epoch's;
 - settled_share (per epoch): the share of inputs that already show their final digit and keep it to the end;
-- settle_epoch: the first epoch at which settled_share reaches a chosen share (render.identity_settled_share);
+- settle_epoch: the first epoch at which settled_share reaches a chosen share (identity.settled_share in params);
 - the inputs that changed digit most often, with the path of digits they took.
 
 It draws one strip per input across all epochs (each image with its digit, a change marked) and an animated GIF of
@@ -106,8 +106,8 @@ class Identities:
         last = min(10, flips.shape[0])
         out: dict[str, Any] = {
             "num_inputs": self.num_inputs,
-            "settled_share": settled_share,
             "settle_epoch": self.settle_epoch(settled_share),
+            "settle_epoch_share": settled_share,  # the share settle_epoch is for (a param, not logged as a metric)
             "changes_per_input": float(changes.mean()) if changes.numel() else 0.0,
             "never_changed_share": float((changes == 0).double().mean()),
             # The last ten epochs' mean flips: whether identities still move at the end.
