@@ -90,6 +90,12 @@ def test_metric_files_parse():
     csv_text = "epoch,loss\n1,0.5\n2,0.25\n"
     assert parse_metrics_file("h.csv", csv_text) == {"epoch1.epoch": 1.0, "epoch1.loss": 0.5, "epoch2.epoch": 2.0,
                                                       "epoch2.loss": 0.25}  # fmt: skip
+    # An empty cell (the identity CSV's flips at its first epoch) is no value, not an error.
+    identity = "epoch,identity_flips,settled_share\n1,,0.5\n2,0.25,1.0\n"
+    assert parse_metrics_file("gan_identity.csv", identity) == {
+        "epoch1.epoch": 1.0, "epoch1.settled_share": 0.5, "epoch2.epoch": 2.0, "epoch2.identity_flips": 0.25,
+        "epoch2.settled_share": 1.0,
+    }  # fmt: skip
 
 
 def record(name: str, **fp) -> Record:

@@ -79,11 +79,14 @@ def flatten_metrics(obj: Any, prefix: str = "") -> dict[str, float]:
 
 
 def parse_metrics_file(name: str, text: str) -> dict[str, float]:
-    """JSON metrics, or a per-epoch CSV history (keys 'epoch<N>.<column>')."""
+    """JSON metrics, or a per-epoch CSV history (keys 'epoch<N>.<column>'; an empty cell is no value: the identity
+    flips of a first epoch)."""
     if name.endswith(".json"):
         return flatten_metrics(json.loads(text))
     rows = list(csv.DictReader(io.StringIO(text)))
-    return {f"epoch{row.get('epoch', i)}.{k}": float(v) for i, row in enumerate(rows) for k, v in row.items()}
+    return {
+        f"epoch{row.get('epoch', i)}.{k}": float(v) for i, row in enumerate(rows) for k, v in row.items() if v != ""
+    }
 
 
 def compare_metrics(
