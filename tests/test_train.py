@@ -307,3 +307,11 @@ def test_the_stabiliser_variant_trains_repeatably_with_its_own_discriminator_rat
     average = a.model.generator_average
     assert int(average.n_averaged) == 2 * 4  # 200 images in batches of 50, two epochs
     assert not torch.equal(a.history.snapshots[0], a.history.snapshots[1])
+
+
+def test_the_r1_penalty_is_refused_under_torchrun_naming_the_key():
+    from genlab.config import ConfigError
+    from genlab.distributed import World
+
+    with pytest.raises(ConfigError, match=r"gan.r1_gamma = 10: the R1 penalty does not run under torchrun"):
+        gan_trainer(r1_gamma=10.0, world=World(rank=0, size=2))

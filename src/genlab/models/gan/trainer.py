@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from genlab.config import ConfigError
 from genlab.data import TrainingData
 from genlab.models.base import cycling_labels, digit_rows
 from genlab.models.gan.config import GanConfig
@@ -23,6 +24,12 @@ class GanTrainer(Trainer):
     def __init__(self, model: GAN, cfg: GanConfig, data: TrainingData, **context: Any):
         """context: the keyword arguments of genlab.trainer.Trainer (name, config, seed, device, diagnostics)."""
         super().__init__(model, cfg, data, **context)
+        if self.world.distributed and cfg.r1_gamma > 0:
+            # DistributedDataParallel syncs gradients in .backward() only; the R1 penalty takes torch.autograd.grad.
+            raise ConfigError(
+                f"{self.name}.r1_gamma = {cfg.r1_gamma:g}: the R1 penalty does not run under torchrun"
+                " (GENLAB_PROCESSES > 1); train this variant in one process or set r1_gamma: 0"
+            )
         seed, device = self.seed, self.device
         self.gan = model
         model.use_generator(self.rng)  # dropout masks come from the trainer's stream too
