@@ -102,7 +102,7 @@ def test_the_experiments_table_has_a_row_per_experiment_and_model_with_what_diff
     baseline["experiments"] = [{"revs": [exp_show_entry("brisk-lamb", 1e-4, 25.0)]}]
     table = experiments_table([workspace, baseline])
     assert list(table["experiment"]) == ["workspace", "main", "brisk-lamb"]
-    assert list(table.columns) == ["experiment", "model", "fid", "knn_precision", "params"]  # no empty columns
+    assert list(table.columns) == ["experiment", "model", "params", "fid", "knn_precision"]  # no empty columns
     assert list(table["params"]) == ["lr=0.0002", "lr=0.0002", "lr=0.0001"]  # epochs is the same everywhere
     assert table.loc[2, "fid"] == 25.0
     # The identity stage's settle epoch and late flips join the row when the experiment has them.

@@ -152,7 +152,9 @@ def experiments_table(shown: list[dict], headline: list[str] = HEADLINE) -> pd.D
             section = {k: v for k, v in (params.get(model) or {}).items() if not isinstance(v, dict)}
             rows.append({"experiment": label, "model": model, **{k: evaluation.get(k) for k in headline},
                          **{k: identity.get(k) for k in IDENTITY_HEADLINE}, "params": section})  # fmt: skip
-    table = pd.DataFrame(rows, columns=["experiment", "model", *headline, *IDENTITY_HEADLINE, "params"])
+    # The params that differ come right after the names: they say what each experiment is, and stay on the first
+    # block's line when a wide table wraps.
+    table = pd.DataFrame(rows, columns=["experiment", "model", "params", *headline, *IDENTITY_HEADLINE])
     # Params that differ between the rows of the same model, shown as name=value.
     changed: dict[str, set[str]] = {}
     for model, group in table.groupby("model"):
