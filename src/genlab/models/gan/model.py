@@ -277,19 +277,18 @@ class GAN(GenerativeModel):
         if self.loss == "hinge":
             # Lim & Ye 2017, eq. 5: no loss once a real logit is above 1 or a fake one below -1.
             loss = F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
-            return loss + self.r1_penalty(real, real_logits), real_logits, fake_logits
-        # One-sided label smoothing when real_label < 1 (Salimans et al. 2016, sec. 3.4).
-        real_target = torch.full_like(real_logits, self.real_label)
-        loss = F.binary_cross_entropy_with_logits(real_logits, real_target) + F.binary_cross_entropy_with_logits(
-            fake_logits, torch.zeros_like(fake_logits)
-        )
-        return loss + self.r1_penalty(real, real_logits), real_logits, fake_logits
+        else:
+            # One-sided label smoothing when real_label < 1 (Salimans et al. 2016, sec. 3.4).
+            real_target = torch.full_like(real_logits, self.real_label)
+            loss = F.binary_cross_entropy_with_logits(real_logits, real_target)
+            loss = loss + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        if self.r1_gamma > 0:
+            loss = loss + self.r1_penalty(real, real_logits)
+        return loss, real_logits, fake_logits
 
-    def r1_penalty(self, real: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor | float:
-        """gamma/2 * mean over real images of |d logit / d image|^2 (Mescheder et al. 2018, eq. 9); 0 when off.
-        create_graph: the penalty's own gradient reaches the discriminator's weights."""
-        if self.r1_gamma == 0:
-            return 0.0
+    def r1_penalty(self, real: torch.Tensor, real_logits: torch.Tensor) -> torch.Tensor:
+        """gamma/2 * mean over real images of |d logit / d image|^2 (Mescheder et al. 2018, eq. 9). `real` must
+        require grad; create_graph: the penalty's own gradient reaches the discriminator's weights."""
         (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)  # [B, 784]
         return self.r1_gamma / 2 * grad.float().pow(2).sum(dim=1).mean()
 
