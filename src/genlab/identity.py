@@ -56,29 +56,35 @@ class Identities:
         epochs_after = torch.arange(1, changed.shape[0] + 1).unsqueeze(1)  # row i: the change into epoch i+1
         return (changed.long() * epochs_after).amax(dim=0) if changed.numel() else torch.zeros(self.num_inputs).long()
 
+    def settled_shares(self) -> torch.Tensor:
+        """float64 [E]: at each epoch, the share of inputs already showing the digit they keep to the end."""
+        epoch_index = torch.arange(len(self.epochs)).unsqueeze(1)  # [E, 1]
+        return (self.settled_from().unsqueeze(0) <= epoch_index).double().mean(dim=1)
+
     def per_epoch(self) -> list[dict[str, float]]:
         """One row per epoch: epoch, identity_flips (absent at the first epoch: nothing to compare with),
         settled_share, mean_confidence and, for a conditional model, asked_share."""
-        settled = self.settled_from()
+        flips = self.changed().double().mean(dim=1).tolist()  # [E-1]
+        settled = self.settled_shares().tolist()
+        confidence = self.confidence.double().mean(dim=1).tolist()
+        asked = None if self.asked is None else (self.digits == self.asked).double().mean(dim=1).tolist()
         rows = []
         for i, epoch in enumerate(self.epochs):
             row: dict[str, float] = {"epoch": epoch}
             if i > 0:
-                row["identity_flips"] = float((self.digits[i] != self.digits[i - 1]).double().mean())
-            row["settled_share"] = float((settled <= i).double().mean())
-            row["mean_confidence"] = float(self.confidence[i].double().mean())
-            if self.asked is not None:
-                row["asked_share"] = float((self.digits[i] == self.asked).double().mean())
+                row["identity_flips"] = flips[i - 1]
+            row["settled_share"] = settled[i]
+            row["mean_confidence"] = confidence[i]
+            if asked is not None:
+                row["asked_share"] = asked[i]
             rows.append(row)
         return rows
 
     def settle_epoch(self, share: float) -> int:
-        """The first epoch from which at least `share` of the inputs keep their final digit to the end."""
-        settled = self.settled_from()
-        for i, epoch in enumerate(self.epochs):
-            if float((settled <= i).double().mean()) >= share:
-                return epoch
-        return self.epochs[-1]  # every input is settled at the last epoch
+        """The first epoch from which at least `share` of the inputs keep their final digit to the end (the last
+        epoch at the latest: every input is settled there)."""
+        reached = (self.settled_shares() >= share).nonzero()
+        return self.epochs[int(reached[0])] if reached.numel() else self.epochs[-1]
 
     def path(self, n: int) -> str:
         """Input n's digits over training as runs, e.g. '0 (1-12) > 8 (13-40) > 5 (41-100)'."""
